@@ -1,0 +1,131 @@
+"""The one contract every source format implements (as Minari's backends share one abstract base).
+
+A source turns a URI in its published layout into :class:`~trajcorpus.schemas.Episode` records.
+It is split into *units* (a file, a checkpoint, a shard) that can be read independently, so the
+Beam job can fan them out; episodes that cross units are emitted whole by the unit in which they
+start. Reading a unit yields Episodes and, for inputs that cannot become valid episodes,
+:class:`~trajcorpus.schemas.Rejected` records: one bad episode never stops the rest.
+
+Adding a format = one module under ``sources/`` with a ``Source`` subclass that sets ``kind``
+(registration happens by subclassing), a catalog entry and a fixture test.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+from ..errors import SourceError, TrajcorpusError
+from ..schemas.episode import Episode, Rejected
+
+__all__ = ["Source", "Unit", "REGISTRY", "get_source", "open_source", "registered_kinds"]
+
+REGISTRY: dict[str, type[Source]] = {}
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Unit:
+    """An independent piece of work: small, picklable, ordered by collection order."""
+
+    key: str  # stable name, e.g. "Pong/1/ckpt.2" or a file URI
+    uri: str
+    index: int = 0
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def param(self, name: str, default: Any = None) -> Any:
+        return dict(self.params).get(name, default)
+
+
+class Source(abc.ABC):
+    """Base class of all readers. Subclasses set ``kind`` and implement the two abstract methods."""
+
+    kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            if cls.kind in REGISTRY and REGISTRY[cls.kind] is not cls:
+                raise TypeError(f"source kind {cls.kind!r} registered twice")
+            REGISTRY[cls.kind] = cls
+
+    def __init__(self, uri: str, *, dataset: str = "", options: Mapping[str, Any] | None = None,
+                 task_template: str = "{task}", agent_template: str = "{agent}"):
+        self.uri = uri.rstrip("/") if uri.endswith("/") and len(uri) > 1 else uri
+        self.dataset = dataset or self.kind
+        self.options = dict(options or {})
+        self.task_template = task_template
+        self.agent_template = agent_template
+
+    # -- the contract -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def units(self) -> list[Unit]:
+        """The independent units of work, in collection order. Raises SourceError if none."""
+
+    @abc.abstractmethod
+    def read_unit(self, unit: Unit) -> Iterator[Episode | Rejected]:
+        """Yield the episodes that start in ``unit`` (validated), and Rejected for bad ones."""
+
+    # -- shared helpers -------------------------------------------------------------------------
+    def name(self, template: str, fields: Mapping[str, Any]) -> str:
+        try:
+            return template.format(**fields)
+        except KeyError as e:
+            raise SourceError(self.uri, f"naming template {template!r} uses unknown field {e} "
+                              f"(available: {sorted(fields)})") from None
+
+    def task_name(self, **fields: Any) -> str:
+        return self.name(self.task_template, fields)
+
+    def agent_name(self, **fields: Any) -> str:
+        return self.name(self.agent_template, fields)
+
+    def checked(self, episode: Episode, location: str) -> Episode | Rejected:
+        """Validate ``episode``; a failing one becomes a Rejected naming ``location``."""
+        try:
+            return episode.validate()
+        except TrajcorpusError as e:
+            return Rejected(self.dataset, location, str(e))
+
+    def reject(self, location: str, reason: str, kind: str = "episode") -> Rejected:
+        return Rejected(self.dataset, location, reason, kind)
+
+    def read(self) -> Iterator[Episode | Rejected]:
+        """Every unit in order; a unit that fails as a whole becomes one Rejected(kind='unit')."""
+        for unit in self.units():
+            yield from self.read_unit_safely(unit)
+
+    def read_unit_safely(self, unit: Unit) -> Iterator[Episode | Rejected]:
+        try:
+            yield from self.read_unit(unit)
+        except TrajcorpusError as e:
+            yield self.reject(unit.uri, str(e), kind="unit")
+
+    def episodes(self) -> Iterator[Episode]:
+        """Strict iteration: the first bad input raises (what ``trajcorpus episodes`` uses)."""
+        for unit in self.units():
+            for item in self.read_unit(unit):
+                if isinstance(item, Rejected):
+                    raise SourceError(item.location, item.reason)
+                yield item
+
+
+def registered_kinds() -> list[str]:
+    from . import _load_all  # noqa: F401  (imports every reader module)
+
+    return sorted(REGISTRY)
+
+
+def get_source(kind: str) -> type[Source]:
+    from . import _load_all  # noqa: F401
+
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise TrajcorpusError("", f"unknown source kind {kind!r} (known: "
+                              f"{', '.join(sorted(REGISTRY))})") from None
+
+
+def open_source(kind: str, uri: str, **kwargs: Any) -> Source:
+    return get_source(kind)(uri, **kwargs)
