@@ -37,7 +37,7 @@ class Emulator:
                     break
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("gcp-storage-emulator exited at start")
+                    raise RuntimeError("gcp-storage-emulator exited at start") from None
                 time.sleep(0.1)
         else:
             raise RuntimeError("gcp-storage-emulator did not start in 30 s")
