@@ -218,6 +218,7 @@ class Rejected:
     location: str  # file/URI, offset or key: where a user finds it
     reason: str
     kind: str = "episode"  # "episode" or "unit" (a whole file/checkpoint)
+    task: str = ""  # the task it would have belonged to, when the reader knows it
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

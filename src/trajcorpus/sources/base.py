@@ -86,10 +86,12 @@ class Source(abc.ABC):
         try:
             return episode.validate()
         except TrajcorpusError as e:
-            return Rejected(self.dataset, location, str(e))
+            return Rejected(self.dataset, location, str(e), "episode", episode.task)
 
-    def reject(self, location: str, reason: str, kind: str = "episode") -> Rejected:
-        return Rejected(self.dataset, location, reason, kind)
+    def reject(self, location: str, reason: str, kind: str = "episode",
+               task: str = "") -> Rejected:
+        """A quarantined input; pass ``task`` whenever the reader knows it (for the audit)."""
+        return Rejected(self.dataset, location, reason, kind, task)
 
     def read(self) -> Iterator[Episode | Rejected]:
         """Every unit in order; a unit that fails as a whole becomes one Rejected(kind='unit')."""
@@ -100,7 +102,7 @@ class Source(abc.ABC):
         try:
             yield from self.read_unit(unit)
         except TrajcorpusError as e:
-            yield self.reject(unit.uri, str(e), kind="unit")
+            yield self.reject(unit.uri, str(e), kind="unit", task=unit.param("task", ""))
 
     def episodes(self) -> Iterator[Episode]:
         """Strict iteration: the first bad input raises (what ``trajcorpus episodes`` uses)."""
