@@ -189,14 +189,18 @@ def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
     return None
 
 
+def _yaml_error(path: str, e: yaml.YAMLError) -> CatalogError:
+    mark = getattr(e, "problem_mark", None)
+    return CatalogError(path, f"not valid YAML: {getattr(e, 'problem', None) or e}",
+                        line=mark.line + 1 if mark else None)
+
+
 def parse_catalog(text: str, path: str = "<catalog>") -> Catalog:
     """Parse and validate catalog YAML; any problem is a :class:`CatalogError` with its line."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise CatalogError(path, f"not valid YAML: {getattr(e, 'problem', e)}",
-                           line=mark.line + 1 if mark else None) from None
+        raise _yaml_error(path, e) from None
     if node is None:
         raise CatalogError(path, "empty catalog: expected a mapping with 'datasets'")
     _count_nodes(node, path)
@@ -205,7 +209,10 @@ def parse_catalog(text: str, path: str = "<catalog>") -> Catalog:
     except _DuplicateKey as d:
         raise CatalogError(path, f"duplicate key {d.path[-1]!r}", line=d.line,
                            field=".".join(map(str, d.path))) from None
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise _yaml_error(path, e) from None
     if not isinstance(data, dict):
         raise CatalogError(path, "top level must be a mapping with 'datasets'", line=1)
     entries = data.get("datasets")

@@ -1,0 +1,83 @@
+"""The CLI's contract: readable output, one-line errors with exit status 2, tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trajcorpus.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_catalog_list_shows_every_entry(capsys):
+    code, out, _ = run(capsys, "catalog", "list", "--catalog", str(REPO / "catalog.yaml"))
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert any(line.startswith("demo-dqn-replay ") and " demo " in line for line in lines)
+    assert any(line.startswith("dqn-replay-atari ") for line in lines)
+
+
+def test_catalog_show_resolves_uri(capsys):
+    code, out, _ = run(capsys, "catalog", "show", "demo-minari", "--catalog",
+                       str(REPO / "catalog.yaml"))
+    assert code == 0
+    assert "kind: minari" in out
+    assert f"uri: {REPO / 'tests/fixtures/mujoco/minari/trajcorpus-fixtures'}" in out
+
+
+def test_catalog_validate_ok(capsys):
+    code, out, _ = run(capsys, "catalog", "validate", str(REPO / "catalog.yaml"))
+    assert code == 0 and "OK" in out
+
+
+def test_catalog_validate_bad_is_one_line_exit_2(capsys, tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("version: 1\ndatasets:\n  - id: x\n    kind: nope\n    uri: u\n    license: L\n")
+    code, out, err = run(capsys, "catalog", "validate", str(bad))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1
+    assert f"{bad}:4: entry 'x' field 'kind'" in err
+
+
+def test_unknown_dataset_is_exit_2(capsys):
+    code, _, err = run(capsys, "catalog", "show", "nope", "--catalog", str(REPO / "catalog.yaml"))
+    assert code == 2 and "no dataset 'nope'" in err
+
+
+def test_bad_arguments_exit_2_without_usage_dump(capsys):
+    code, _, err = run(capsys, "catalog", "frobnicate")
+    assert code == 2 and err.startswith("trajcorpus: error:") and err.count("\n") == 1
+    code, _, err = run(capsys, "verify")
+    assert code == 2 and "required" in err
+
+
+def test_unknown_source_kind_is_exit_2(capsys):
+    code, _, err = run(capsys, "episodes", "--kind", "tape-drive", "--input", "/nowhere")
+    assert code == 2 and "unknown source kind 'tape-drive'" in err
+
+
+def test_debug_shows_traceback(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("datasets: [1\n")
+    proc = subprocess.run([sys.executable, "-m", "trajcorpus", "--debug", "catalog", "validate",
+                           str(bad)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "trajcorpus", "catalog", "validate", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("cmd", [["verify", "/definitely/not/here"], ["card", "/definitely/not"]])
+def test_missing_output_folder_is_exit_2(capsys, cmd):
+    code, _, err = run(capsys, *cmd)
+    assert code == 2 and "/definitely/not" in err
