@@ -96,10 +96,11 @@ def size(uri: str) -> int:
 
 
 def _with_scheme(uri: str, paths: list[str]) -> list[str]:
+    """fsspec returns bare paths; give remote ones their scheme back so they can be reopened."""
     scheme, _ = _split(uri)
     if scheme in ("", "file"):
-        return [p if p.startswith("/") or scheme == "" else p for p in paths]
-    return [p if "://" in p else f"{scheme}://{p}" for p in paths]
+        return paths
+    return [p if "://" in p else f"{scheme}://{p.lstrip('/')}" for p in paths]
 
 
 def listdir(uri: str) -> list[str]:
