@@ -1,0 +1,303 @@
+"""Images -> 16x16 uint8 patches in raster order, with their (row, col) grid positions.
+
+Whole-episode operations: channel conversion, resizing and patchifying all take a ``[T, H, W, C]``
+stack and never loop per pixel (the one loop is over chunks of frames, to bound memory).
+
+Channel rule (documented in docs/tokenization.md): ``[T, H, W]`` and ``C == 1`` stay grayscale
+(C = 1); RGB stays RGB; RGBA (and gray+alpha) is alpha-composited over white, the way a browser
+shows a transparent image, so it becomes RGB (gray). ``channels=1`` or ``3`` forces a count: RGB ->
+gray uses ITU-R 601-2 luma with PIL's integer rounding, gray -> RGB replicates the plane. Palette
+and 16-bit images never reach here: :mod:`trajcorpus.sources.imagecodec` decodes them to RGB(A)/L.
+
+Resampling methods (``resize_images``):
+
+- ``"nearest"``: index-based (PIL's NEAREST sampling points). When the ratio is close to 1, the
+  kept rows/columns form a few contiguous runs that are copied as slices, which is as fast as a
+  plain copy; this is what makes Atari's 84x84 -> 80x80 cheap.
+- ``"bilinear"``: antialiased triangle filter (PIL's BILINEAR weights, support scaled by the
+  downscale factor), applied as two matrix products with precomputed weight matrices.
+- ``"box"``: PIL's BOX filter (each output averages the inputs whose centres it covers), same
+  machinery.
+- ``"auto"`` (the default): identity when the size already matches; ``"nearest"`` when every
+  resized side shrinks by at most 10% (84 -> 80: one row in 21 is skipped, never two neighbouring
+  ones, so every feature at least 2 pixels wide survives and no new pixel value is invented);
+  ``"bilinear"`` otherwise (photos, upscaling).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import TokenizeError
+from .scheme import PATCH, PATCH_NORM_DIVISOR
+
+__all__ = [
+    "RESAMPLE_METHODS",
+    "NEAREST_MIN_RATIO",
+    "default_image_size",
+    "to_channels",
+    "resize_images",
+    "resample_method",
+    "resize_weights",
+    "patchify",
+    "patchify_batch",
+    "patch_grid",
+    "unpatchify",
+    "normalize_patches",
+]
+
+RESAMPLE_METHODS = ("auto", "nearest", "bilinear", "box")
+NEAREST_MIN_RATIO = 0.9  # "auto" uses nearest when out/in >= this on every resized side
+_CHUNK_ELEMENTS = 1 << 20  # float32 working set per chunk of frames (4 MiB)
+_MAX_RUNS = 16  # copy index runs as slices up to this many, else np.take
+
+
+def default_image_size(height: int, width: int) -> tuple[int, int]:
+    """The rule for ``TokenizeSettings.image_size = None``: each side rounded down to a multiple
+    of 16 (84x84 -> 80x80, 640x480 -> 640x480), at least 16."""
+    return max(PATCH, height // PATCH * PATCH), max(PATCH, width // PATCH * PATCH)
+
+
+# --- channels -----------------------------------------------------------------------------------
+
+def _composite_over_white(x: np.ndarray) -> np.ndarray:
+    """[..., C+1] colour+alpha -> [..., C]: round(c * a / 255 + 255 * (1 - a / 255)), in uint16."""
+    colour = x[..., :-1].astype(np.uint16)
+    alpha = x[..., -1:].astype(np.uint16)
+    colour *= alpha
+    colour += 255 * (255 - alpha)  # <= 65025 in all: fits uint16
+    colour += 127
+    colour //= 255
+    return colour.astype(np.uint8)
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+    """RGB -> L with PIL's integer ITU-R 601-2 weights (R 0.299, G 0.587, B 0.114)."""
+    w = np.array([19595, 38470, 7471], dtype=np.uint32)
+    y = x.astype(np.uint32) @ w
+    y += 0x8000
+    y >>= 16
+    return y.astype(np.uint8)[..., None]
+
+
+def to_channels(images: np.ndarray, channels: int | None = None, *,
+                field: str = "image") -> np.ndarray:
+    """[T, H, W] or [T, H, W, C] uint8 -> [T, H, W, C'] with C' = 1 or 3 (see the module doc)."""
+    x = np.asarray(images)
+    if x.dtype != np.uint8:
+        raise TokenizeError(f"field {field!r}", f"images must be uint8, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 2, 3, 4):
+        raise TokenizeError(f"field {field!r}", "images must be [T, H, W] or [T, H, W, C] with C "
+                            f"in 1..4, got shape {tuple(np.shape(images))}")
+    if x.shape[-1] in (2, 4):
+        x = _composite_over_white(x)
+    if channels is None or channels == x.shape[-1]:
+        return x
+    if channels == 1:
+        return _luma(x)
+    if channels == 3:
+        return np.repeat(x, 3, axis=-1)
+    raise TokenizeError(f"field {field!r}", f"channels must be 1 or 3, got {channels}")
+
+
+# --- resizing -----------------------------------------------------------------------------------
+
+def _box(x: np.ndarray) -> np.ndarray:
+    return ((x > -0.5) & (x <= 0.5)).astype(np.float64)
+
+
+def _triangle(x: np.ndarray) -> np.ndarray:
+    return np.maximum(0.0, 1.0 - np.abs(x))
+
+
+_FILTERS = {"box": (_box, 0.5), "bilinear": (_triangle, 1.0)}
+
+
+@functools.lru_cache(maxsize=64)
+def resize_weights(n_in: int, n_out: int, method: str) -> np.ndarray:
+    """The [n_out, n_in] float32 resampling matrix of one axis (rows sum to 1).
+
+    Output pixel i samples the filter around centre (i + 0.5) * n_in / n_out with its support
+    widened by the downscale factor (antialiasing), PIL's formulation, so results agree with
+    ``PIL.Image.resize`` to within rounding.
+    """
+    fn, support = _FILTERS[method]
+    scale = n_in / n_out
+    fscale = max(scale, 1.0)
+    support *= fscale
+    centre = (np.arange(n_out, dtype=np.float64) + 0.5) * scale
+    lo = np.clip(np.trunc(centre - support + 0.5), 0, n_in)
+    hi = np.clip(np.trunc(centre + support + 0.5), 0, n_in)
+    j = np.arange(n_in, dtype=np.float64)
+    w = fn((j[None, :] + 0.5 - centre[:, None]) / fscale)
+    w *= (j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None])
+    total = w.sum(axis=1, keepdims=True)
+    w /= np.where(total == 0, 1.0, total)
+    return w.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    idx = np.floor((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out)).astype(np.int64)
+    return np.minimum(idx, n_in - 1)
+
+
+def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
+    """(out_start, in_start, length) of maximal runs where idx increases by exactly 1."""
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    stops = np.concatenate((breaks, [idx.shape[0]]))
+    return [(int(a), int(idx[a]), int(b - a)) for a, b in zip(starts, stops, strict=True)]
+
+
+def _take(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+    runs = _runs(idx)
+    if len(runs) > _MAX_RUNS:
+        return np.take(x, idx, axis=axis)
+    shape = list(x.shape)
+    shape[axis] = idx.shape[0]
+    out = np.empty(shape, dtype=x.dtype)
+    src = [slice(None)] * x.ndim
+    dst = [slice(None)] * x.ndim
+    for o, i, n in runs:
+        src[axis], dst[axis] = slice(i, i + n), slice(o, o + n)
+        out[tuple(dst)] = x[tuple(src)]
+    return out
+
+
+def _resize_nearest(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if h != x.shape[1]:
+        x = _take(x, _nearest_index(x.shape[1], h), 1)
+    if w != x.shape[2]:
+        x = _take(x, _nearest_index(x.shape[2], w), 2)
+    return x
+
+
+def _resize_filtered(x: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    t, hi, wi, c = x.shape
+    h, w = size
+    wh = resize_weights(hi, h, method) if h != hi else None
+    ww = resize_weights(wi, w, method) if w != wi else None
+    out = np.empty((t, h, w, c), dtype=np.uint8)
+    step = max(1, _CHUNK_ELEMENTS // max(1, hi * wi * c))
+    for s in range(0, t, step):
+        f = x[s:s + step].astype(np.float32)  # [n, H, W, C]
+        # width pass: one GEMM over all rows of the chunk -> [n, H, C, w]
+        f = np.tensordot(f, ww, axes=([2], [1])) if ww is not None else f.transpose(0, 1, 3, 2)
+        # height pass: one GEMM over all columns of the chunk -> [h, n, C, w]
+        f = np.tensordot(wh, f, axes=([1], [1])) if wh is not None else f.transpose(1, 0, 2, 3)
+        f += 0.5  # round half up, as PIL does; weights are >= 0 and sum to 1, so f <= 255.5
+        np.minimum(f, 255.0, out=f)
+        np.copyto(out[s:s + step], f.transpose(1, 0, 3, 2), casting="unsafe")
+    return out
+
+
+def resample_method(in_size: tuple[int, int], out_size: tuple[int, int],
+                    method: str = "auto") -> str:
+    """The concrete method "auto" picks for this pair of sizes ("identity" when they match)."""
+    if method not in RESAMPLE_METHODS:
+        raise TokenizeError("resize", f"unknown method {method!r} (known: {RESAMPLE_METHODS})")
+    if tuple(in_size) == tuple(out_size):
+        return "identity"
+    if method != "auto":
+        return method
+    ratios = [o / i for i, o in zip(in_size, out_size, strict=True) if i != o]
+    return "nearest" if all(NEAREST_MIN_RATIO <= r < 1.0 for r in ratios) else "bilinear"
+
+
+def resize_images(images: np.ndarray, size: Sequence[int], method: str = "auto") -> np.ndarray:
+    """Resize a stack ``[T, H, W]`` or ``[T, H, W, C]`` (uint8) to ``size = (h, w)``.
+
+    Returns the input itself when the size already matches. Output has the input's ndim.
+    """
+    x = np.asarray(images)
+    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+        raise TokenizeError("resize", f"expected uint8 [T, H, W(, C)], got {x.dtype} {x.shape}")
+    h, w = int(size[0]), int(size[1])
+    if h <= 0 or w <= 0:
+        raise TokenizeError("resize", f"target size must be positive, got {(h, w)}")
+    chosen = resample_method(x.shape[1:3], (h, w), method)
+    if chosen == "identity":
+        return x
+    x4 = x if x.ndim == 4 else x[..., None]
+    if chosen == "nearest":
+        y = _resize_nearest(x4, (h, w))
+    else:
+        y = _resize_filtered(x4, (h, w), chosen)
+    return y if x.ndim == 4 else y[..., 0]
+
+
+# --- patches ------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=64)
+def _grid(rows: int, cols: int) -> np.ndarray:
+    r, c = np.divmod(np.arange(rows * cols, dtype=np.int16), np.int16(cols))
+    g = np.stack([r, c], axis=1).astype(np.int16)
+    g.flags.writeable = False
+    return g
+
+
+def patch_grid(height: int, width: int) -> np.ndarray:
+    """int16 [P, 2] (row, col) of each 16x16 patch of an image, raster order."""
+    return _grid(height // PATCH, width // PATCH)
+
+
+def _check_sides(h: int, w: int) -> None:
+    if h % PATCH or w % PATCH or h == 0 or w == 0:
+        raise TokenizeError("patchify", f"image sides must be positive multiples of {PATCH}, "
+                            f"got {h}x{w} (resize first)")
+
+
+def patchify_batch(images: np.ndarray) -> np.ndarray:
+    """[T, H, W, C] uint8 -> [T, P, 16, 16, C] (one copy; P = H/16 * W/16, raster order)."""
+    t, h, w, c = images.shape
+    _check_sides(h, w)
+    gh, gw = h // PATCH, w // PATCH
+    x = images.reshape(t, gh, PATCH, gw, PATCH, c).transpose(0, 1, 3, 2, 4, 5)
+    return np.ascontiguousarray(x).reshape(t, gh * gw, PATCH, PATCH, c)
+
+
+def patchify(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HxW or HxWxC uint8 image (sides multiples of 16) -> (patches uint8 [P, 16, 16, C],
+    positions int16 [P, 2] as (row, col) in the patch grid, raster order)."""
+    x = np.asarray(image)
+    if x.dtype != np.uint8 or x.ndim not in (2, 3):
+        raise TokenizeError("patchify", f"expected a uint8 HxW or HxWxC image, got {x.dtype} "
+                            f"{x.shape}")
+    x = x[None, ..., None] if x.ndim == 2 else x[None]
+    patches = patchify_batch(x)[0]
+    return patches, patch_grid(x.shape[1], x.shape[2]).copy()
+
+
+def unpatchify(patches: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`patchify`: patches at their (row, col) -> one HxWxC image."""
+    p = np.asarray(patches)
+    pos = np.asarray(positions).astype(np.int64)
+    if p.ndim != 4 or p.shape[1:3] != (PATCH, PATCH) or pos.shape != (p.shape[0], 2):
+        raise TokenizeError("unpatchify", f"expected [P, 16, 16, C] patches and [P, 2] positions, "
+                            f"got {p.shape} and {pos.shape}")
+    if p.shape[0] == 0:
+        raise TokenizeError("unpatchify", "no patches")
+    gh, gw = int(pos[:, 0].max()) + 1, int(pos[:, 1].max()) + 1
+    out = np.zeros((gh, PATCH, gw, PATCH, p.shape[3]), dtype=p.dtype)
+    out[pos[:, 0], :, pos[:, 1]] = p
+    return out.reshape(gh * PATCH, gw * PATCH, p.shape[3])
+
+
+def normalize_patches(patches: np.ndarray) -> np.ndarray:
+    """Gato's trainer-side normalisation: x / 255 * 2 - 1, then divided by sqrt(16) = 4.
+
+    uint8 [0, 255] -> float32 [-0.25, 0.25]. The corpus stores raw uint8; this is for trainers.
+    """
+    x = np.asarray(patches).astype(np.float32)
+    x /= 255.0
+    x *= 2.0
+    x -= 1.0
+    x /= PATCH_NORM_DIVISOR
+    return x
