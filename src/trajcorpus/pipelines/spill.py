@@ -1,0 +1,142 @@
+"""Spill files: tokenized windows written once by the reading stage, read back by offset.
+
+Heavy data never crosses a Beam shuffle: the reading stage writes each window here and passes on a
+small (uri, offset, length) reference; the shard writers read windows back by reference. This keeps
+memory flat on the DirectRunner (which holds every shuffled collection in memory) and keeps the
+shuffle small on Dataflow.
+
+A record is ``b"TCW1" | u32 header length | JSON header | raw array bytes``; the header lists the
+arrays' names, dtypes and shapes. Only plain numeric dtypes are accepted back, so reading never
+unpickles anything.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import struct
+import uuid
+from typing import IO
+
+import numpy as np
+
+from .. import fs
+from ..errors import ShardError
+from ..tokenizers.tokenized import TokenizedEpisode
+
+__all__ = ["SpillWriter", "SpillReader", "encode_record", "decode_record"]
+
+_MAGIC = b"TCW1"
+_FIELDS = ("tokens", "modality", "loss_mask", "local_position", "step_offsets", "patches",
+           "patch_position", "patch_offsets")
+_DTYPES = {"<i4", "|u1", "<i2", "<i8", "<u2", "<u4", "<u8", "<i1", "<f4", "<f8"}
+_MAX_HEADER = 1 << 16
+
+
+def encode_record(tok: TokenizedEpisode) -> bytes:
+    arrays = [np.ascontiguousarray(getattr(tok, f)) for f in _FIELDS]
+    for a in arrays:
+        if a.dtype.byteorder == ">":
+            raise ValueError("big-endian arrays are not spilled")
+    header = json.dumps([[f, a.dtype.str, list(a.shape)] for f, a in zip(_FIELDS, arrays, strict=True)],
+                        separators=(",", ":")).encode()
+    return b"".join([_MAGIC, struct.pack("<I", len(header)), header] + [a.tobytes() for a in arrays])
+
+
+def decode_record(buf: bytes, where: str = "spill") -> TokenizedEpisode:
+    if buf[:4] != _MAGIC or len(buf) < 8:
+        raise ShardError(where, "not a spill record (bad magic)")
+    (hlen,) = struct.unpack("<I", buf[4:8])
+    if hlen > _MAX_HEADER or 8 + hlen > len(buf):
+        raise ShardError(where, f"spill header of {hlen} bytes is out of bounds")
+    header = json.loads(buf[8:8 + hlen])
+    pos, out = 8 + hlen, {}
+    for name, dtype, shape in header:
+        if name not in _FIELDS or dtype not in _DTYPES:
+            raise ShardError(where, f"unexpected spill field {name!r} of dtype {dtype!r}")
+        dt = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        if pos + n > len(buf):
+            raise ShardError(where, f"spill record truncated in field {name!r}")
+        out[name] = np.frombuffer(buf, dtype=dt, count=n // dt.itemsize, offset=pos).reshape(shape)
+        pos += n
+    return TokenizedEpisode(**out)
+
+
+class SpillWriter:
+    """Appends records to one file; written under a temporary name and moved on close, so a
+    retried bundle replaces its file whole."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self._tmp = f"{uri}.tmp-{uuid.uuid4().hex[:8]}"
+        self._f: IO | None = None
+        self._pos = 0
+
+    def write(self, tok: TokenizedEpisode) -> tuple[int, int]:
+        if self._f is None:
+            self._f = fs.open_uri(self._tmp, "wb")
+        buf = encode_record(tok)
+        self._f.write(buf)
+        at = self._pos
+        self._pos += len(buf)
+        return at, len(buf)
+
+    @property
+    def empty(self) -> bool:
+        return self._f is None
+
+    def close(self) -> None:
+        if self._f is None:
+            return
+        self._f.close()
+        self._f = None
+        fs.rename(self._tmp, self.uri)
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+            fs.remove(self._tmp)
+
+
+class SpillReader:
+    """Random access to spill records, with a few open files and decoded records cached."""
+
+    def __init__(self, max_files: int = 16, max_records: int = 256):
+        self._files: collections.OrderedDict[str, IO] = collections.OrderedDict()
+        self._records: collections.OrderedDict[tuple[str, int], TokenizedEpisode] = \
+            collections.OrderedDict()
+        self.max_files, self.max_records = max_files, max_records
+
+    def _file(self, uri: str) -> IO:
+        f = self._files.pop(uri, None)
+        if f is None:
+            f = fs.open_uri(uri, "rb")
+            while len(self._files) >= self.max_files:
+                self._files.popitem(last=False)[1].close()
+        self._files[uri] = f
+        return f
+
+    def read(self, uri: str, offset: int, length: int, cache: bool = False) -> TokenizedEpisode:
+        key = (uri, offset)
+        if key in self._records:
+            self._records.move_to_end(key)
+            return self._records[key]
+        f = self._file(uri)
+        f.seek(offset)
+        buf = f.read(length)
+        if len(buf) != length:
+            raise ShardError(f"{uri} @ offset {offset}", f"short read ({len(buf)} of {length})")
+        rec = decode_record(buf, f"{uri} @ offset {offset}")
+        if cache:
+            self._records[key] = rec
+            while len(self._records) > self.max_records:
+                self._records.popitem(last=False)
+        return rec
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        self._records.clear()

@@ -1,0 +1,143 @@
+"""The best-windowed-return filter (SPEC section 3) against an independent computation on the
+fixtures' ground-truth returns (recorded by the fixture generators, not read from our output)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from trajcorpus.pipelines.filter import (
+    best_window,
+    collection_order,
+    filter_task,
+    is_kept,
+    threshold_for,
+    window_size,
+)
+from trajcorpus.schemas.catalog import FilterSettings
+from trajcorpus.schemas.episode import EpisodeSummary
+
+FIX = Path(__file__).parent / "fixtures"
+MUJOCO = [
+    FIX / "mujoco/minari/trajcorpus-fixtures/hopper/mixed-v0/ground_truth.json",
+    FIX / "mujoco/minari/trajcorpus-fixtures/halfcheetah/mixed-v0/ground_truth.json",
+]
+DQN = [FIX / "atari_dqn_replay/Pong/1/ground_truth.json",
+       FIX / "atari_dqn_replay/Breakout/1/ground_truth.json"]
+
+
+def _returns(path: Path) -> list[float]:
+    gt = json.loads(path.read_text())
+    if "return_clipped" in gt["episodes"][0]:  # DQN Replay stores clipped rewards
+        eps = sorted(gt["episodes"], key=lambda e: e["episode"])
+        return [float(e["return_clipped"]) for e in eps]
+    eps = sorted(gt["episodes"], key=lambda e: e["index"])
+    return [float(e["return"]) for e in eps]
+
+
+def _summaries(returns: list[float], task: str = "t") -> list[EpisodeSummary]:
+    return [EpisodeSummary("d", task, "a", f"ep{i:04d}", (0, i), r, 10)
+            for i, r in enumerate(returns)]
+
+
+def _reference(returns: list[float], fraction: float = 0.8, window_fraction: float = 0.1,
+               max_window: int = 1000) -> dict:
+    """SPEC section 3 written out directly: a brute-force window scan with exact sums."""
+    n = len(returns)
+    w = max(1, min(max_window, int(math.floor(window_fraction * n))))
+    best_j, best = 0, -math.inf
+    for j in range(n - w + 1):
+        mean = math.fsum(returns[j:j + w]) / w
+        if mean > best + 1e-9:
+            best_j, best = j, mean
+    thr = fraction * best if best >= 0 else best - (1 - fraction) * abs(best)
+    kept = {f"ep{i:04d}" for i, r in enumerate(returns) if r >= thr}
+    return {"window": w, "start": best_j, "expert": best, "threshold": thr, "kept": kept}
+
+
+@pytest.mark.parametrize("path", MUJOCO + DQN, ids=lambda p: p.parent.name + "/" + p.parent.parent.name)
+def test_filter_matches_independent_computation(path: Path) -> None:
+    returns = _returns(path)
+    ref = _reference(returns)
+    shuffled = _summaries(returns)
+    random.Random(7).shuffle(shuffled)  # the job groups summaries in no particular order
+    res = filter_task("t", shuffled, FilterSettings())
+    assert res.episodes_total == len(returns)
+    assert res.window == ref["window"]
+    assert res.best_window_start == ref["start"]
+    assert res.expert_return == pytest.approx(ref["expert"], rel=1e-12, abs=1e-9)
+    assert res.threshold == pytest.approx(ref["threshold"], rel=1e-12, abs=1e-9)
+    assert res.kept == len(ref["kept"])
+    assert res.filtered == len(returns) - len(ref["kept"])
+    kept_ids = {s.episode_id for s in shuffled if is_kept(s.return_, res.threshold)}
+    assert kept_ids == ref["kept"]
+
+
+@pytest.mark.parametrize("w", [5, 10])
+def test_best_window_matches_generator_record(w: int) -> None:
+    """The MuJoCo generator recorded the best 5- and 10-episode windows of the live returns."""
+    for path in MUJOCO:
+        gt = json.loads(path.read_text())
+        rec = gt[f"best_window_{w}"]
+        res = filter_task("t", _summaries(_returns(path)),
+                          FilterSettings(window_fraction=w / gt["n_episodes"]))
+        assert res.window == w
+        assert res.best_window_start == rec["start"]
+        assert res.expert_return == pytest.approx(rec["mean_return"], rel=1e-12)
+
+
+def test_negative_expert_return_uses_the_extended_rule() -> None:
+    returns = _returns(DQN[0])  # Pong: every return is negative
+    res = filter_task("Pong", _summaries(returns), FilterSettings())
+    assert res.expert_return < 0
+    assert res.threshold == pytest.approx(res.expert_return - 0.2 * abs(res.expert_return))
+    assert threshold_for(-10.0, 0.8) == pytest.approx(-12.0)
+    assert threshold_for(10.0, 0.8) == pytest.approx(8.0)
+    assert threshold_for(0.0, 0.8) == 0.0
+
+
+def test_window_rule() -> None:
+    s = FilterSettings()
+    assert window_size(1, s) == 1
+    assert window_size(9, s) == 1
+    assert window_size(10, s) == 1
+    assert window_size(39, s) == 3
+    assert window_size(40, s) == 4
+    assert window_size(10_000, s) == 1000
+    assert window_size(50_000, s) == 1000
+    assert window_size(50_000, FilterSettings(max_window=50)) == 50
+
+
+def test_collection_order_breaks_ties_by_episode_id() -> None:
+    rows = [EpisodeSummary("d", "t", "a", eid, order, r, 1)
+            for eid, order, r in [("b", (1, 0), 5.0), ("a", (1, 0), 1.0), ("c", (0, 9), 2.0)]]
+    assert [s.episode_id for s in collection_order(rows)] == ["c", "a", "b"]
+    # W = 1 over [2, 1, 5]: the best window is the last one, whatever order the rows came in
+    res = filter_task("t", reversed(rows), FilterSettings())
+    assert (res.window, res.best_window_start, res.expert_return) == (1, 2, 5.0)
+    assert res.kept == 1
+
+
+def test_best_window_prefers_the_earliest_of_equal_windows() -> None:
+    assert best_window([1.0, 3.0, 0.0, 3.0, 1.0], 1) == (1, 3.0)
+    assert best_window([2.0, 2.0, 2.0], 2) == (0, 2.0)
+    with pytest.raises(ValueError):
+        best_window([], 1)
+
+
+def test_disabled_filter_keeps_everything_and_records_nulls() -> None:
+    res = filter_task("coco", _summaries([0.0, -5.0, 3.0]), FilterSettings(enabled=False))
+    assert (res.window, res.best_window_start, res.expert_return, res.threshold) == (None,) * 4
+    assert (res.kept, res.filtered, res.episodes_total) == (3, 0, 3)
+    assert is_kept(-1e9, None)
+
+
+def test_fraction_setting_is_honoured() -> None:
+    returns = [10.0] * 5 + [5.0] * 5 + [1.0] * 10
+    res = filter_task("t", _summaries(returns), FilterSettings(fraction=0.5))
+    assert res.window == 2 and res.expert_return == 10.0 and res.threshold == 5.0
+    assert res.kept == 10
