@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ COMPRESSIONS = ("auto", "none", "gzip")
 _HEADER = 12  # uint64 length + uint32 masked CRC of it
 _CHUNK = 1 << 24  # read big records in 16 MiB pieces: a lying header cannot force an allocation
 _MASK_DELTA = 0xA282EAD8
+_BUFFER = 1 << 22  # bytes fetched per read from the underlying (possibly remote) file
 _SMALL_LIST = 32  # packed bytes under which an Int64List is converted directly
 
 
@@ -136,11 +138,13 @@ def iter_records(uri: str, *, compression: str = "auto",
         if compression == "auto":
             compression = detect_compression(_read_exact(raw, _HEADER))
             raw.seek(0)
+        # gzip pulls 8 KiB at a time and each remote read is a round trip: buffer big blocks
+        buffered = io.BufferedReader(raw, buffer_size=_BUFFER)  # type: ignore[arg-type]
         if compression == "gzip":
-            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            with gzip.GzipFile(fileobj=buffered, mode="rb") as stream:
                 yield from _frames(stream, uri, max_record_bytes, recover, "gzip")
         else:
-            yield from _frames(raw, uri, max_record_bytes, recover, "none")
+            yield from _frames(buffered, uri, max_record_bytes, recover, "none")
 
 
 def _frames(stream: IO[bytes], uri: str, max_record_bytes: int, recover: bool,
