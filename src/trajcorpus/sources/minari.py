@@ -1,0 +1,443 @@
+"""Minari datasets (minari >= 0.5; HDF5 and Arrow back-ends) -> Episode records.
+
+Input: a Minari datasets root (``<namespace...>/<name-vN>/data/`` folders below it, found by walking
+at most five levels) or one dataset folder. ``data/metadata.json`` is required: it names the back-end,
+the observation/action spaces and ``env_spec`` (each a JSON *string*).
+
+- HDF5: ``data/main_data.hdf5``, one group ``episode_<id>`` per episode. h5py lists groups
+  lexicographically (episode_0, episode_1, episode_10, ...); collection order is the integer id.
+- Arrow: ``data/<id>/part-<k>.arrow`` IPC files holding N+1 rows; the last row of actions, rewards,
+  terminations and truncations is zero padding and is dropped.
+
+Choices this reader makes (the format leaves them open):
+
+- **Final observation.** Minari stores N+1 observations for N steps (obs[0] is the reset
+  observation, obs[N] the one after the last action). Gato tokenizes one (observation, action) pair
+  per timestep, so obs[N] has nothing to pair with and is *dropped*; ``source["final_observation"]``
+  names where it is stored (file, key, row) so lineage can still reach it.
+- **Task** = the environment id from ``env_spec`` (e.g. "Hopper-v5"), so the simple/medium/expert
+  datasets of one environment form one task, as Gato groups its data; a dataset without an env_spec
+  uses its dataset id. **Agent** = the Minari dataset id (e.g. "mujoco/hopper/expert-v0").
+  Template fields: ``task``, ``agent``, ``dataset_id``, ``env_id``. **Order** = (episode id,).
+- **Observations** keep their stored dtype (float64 for MuJoCo; the return is summed from the stored
+  float64 rewards before the float32 cast). A Box space is named "observation"; Dict and Tuple
+  spaces become their keys / indices joined with "/" (e.g. "achieved_goal", "0/pos"). uint8 Box
+  leaves shaped [H, W] or [H, W, C] are images, other integer leaves and Discrete are discrete, Text
+  is per-step text. **Actions**: continuous Box -> float32 [T, A]; Discrete / integer Box -> int64.
+  Dict/Tuple action spaces are refused with a clear error.
+
+Options: ``episodes_per_unit`` (default 100: an HDF5 file may hold millions of steps, so it is split
+into units of whole episodes), ``datasets`` (folders relative to the root, to pick some datasets
+instead of discovering all).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from .. import fs
+from ..errors import SourceError
+from ..schemas.episode import Episode, Rejected
+from .base import Source, Unit
+from .h5file import open_h5, read_dataset
+
+__all__ = ["MinariSource", "Leaf", "space_leaves", "leaf_kind"]
+
+_EPISODE_GROUP = re.compile(r"^episode_(\d+)$")
+_ARROW_PART = re.compile(r"^part-(\d+)\.arrow$")
+_MAX_DEPTH = 5
+_STEP_KEYS = ("actions", "rewards", "terminations", "truncations")
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One array-valued piece of a (possibly nested) gymnasium space, as Minari serialises it."""
+
+    name: str  # flat observation name, e.g. "observation" or "achieved_goal" or "0/pos"
+    h5_path: tuple[str, ...]  # sub-path below the HDF5 "observations" node
+    arrow_path: tuple[str, ...]  # struct fields below the Arrow "observations" column
+    space: Mapping[str, Any]
+
+
+def space_leaves(space: Mapping[str, Any], name: str = "", h5_path: tuple[str, ...] = (),
+                 arrow_path: tuple[str, ...] = ()) -> list[Leaf]:
+    """Flatten a Minari space description (serialised gymnasium space) into leaves."""
+    kind = space.get("type")
+    if kind == "Dict":
+        out: list[Leaf] = []
+        for key, sub in space["subspaces"].items():
+            out += space_leaves(sub, f"{name}/{key}" if name else key, h5_path + (key,),
+                                arrow_path + (key,))
+        return out
+    if kind == "Tuple":
+        out = []
+        for i, sub in enumerate(space["subspaces"]):
+            out += space_leaves(sub, f"{name}/{i}" if name else str(i), h5_path + (f"_index_{i}",),
+                                arrow_path + (str(i),))
+        return out
+    return [Leaf(name or "observation", h5_path, arrow_path, space)]
+
+
+def leaf_kind(space: Mapping[str, Any], where: str) -> str:
+    """The Episode observation kind of a leaf space."""
+    kind = space.get("type")
+    if kind == "Text":
+        return "text"
+    if kind == "Discrete":
+        return "discrete"
+    if kind == "Box":
+        dtype = np.dtype(space["dtype"])
+        shape = tuple(space["shape"])
+        if dtype == np.uint8 and (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))):
+            return "image"
+        if dtype.kind == "f":
+            return "continuous"
+        if dtype.kind in "iub":
+            return "discrete"
+    raise SourceError(where, f"unsupported space {json.dumps(dict(space))[:200]}")
+
+
+def _shape_leaf(arr: np.ndarray, space: Mapping[str, Any], uri: str, key: str) -> np.ndarray:
+    """Give a raw leaf array (rows first) the shape and dtype its space declares."""
+    rows = arr.shape[0] if arr.ndim else 0
+    kind = space.get("type")
+    if kind == "Text":
+        out = np.empty(rows, dtype=object)
+        for i, s in enumerate(arr.tolist()):
+            if isinstance(s, bytes):
+                try:
+                    s = s.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise SourceError(uri, f"row {i}: text is not valid UTF-8 ({e.reason})",
+                                      key=key) from None
+            if not isinstance(s, str):
+                raise SourceError(uri, f"row {i}: expected text, got {type(s).__name__}", key=key)
+            out[i] = s
+        return out
+    if arr.dtype.kind not in "fiub":
+        raise SourceError(uri, f"expected numbers, got dtype {arr.dtype}", key=key)
+    shape = tuple(space.get("shape", ())) if kind == "Box" else ()
+    if arr.size != rows * math.prod(shape):
+        raise SourceError(uri, f"array of shape {arr.shape} does not hold {rows} rows of the "
+                          f"space's shape {list(shape)}", key=key)
+    arr = arr.reshape((rows, *shape))
+    return arr.astype(np.uint8) if arr.dtype == np.bool_ else arr
+
+
+def _actions(arr: np.ndarray, space: Mapping[str, Any], uri: str, key: str
+             ) -> tuple[np.ndarray, str]:
+    """Actions as [T] (discrete) or [T, A]; continuous ones as float32."""
+    arr = _shape_leaf(arr, space, uri, key)
+    kind = "discrete" if arr.dtype.kind in "iub" else "continuous"
+    dtype = np.int64 if kind == "discrete" else np.float32
+    if arr.ndim > 2:
+        arr = arr.reshape(arr.shape[0], -1)
+    return arr.astype(dtype), kind
+
+
+def _arrow_values(col: pa.Array, uri: str, key: str) -> np.ndarray:
+    """An Arrow column (primitive, string or fixed-size list of primitives) -> rows-first array."""
+    if pa.types.is_fixed_size_list(col.type):
+        flat = col.flatten()
+        if pa.types.is_nested(flat.type):
+            raise SourceError(uri, f"nested list type {col.type} is not a Minari Box encoding",
+                              key=key)
+        return flat.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) \
+            or pa.types.is_binary(col.type):
+        return np.array(col.to_pylist(), dtype=object)
+    if pa.types.is_nested(col.type):
+        raise SourceError(uri, f"unexpected column type {col.type}", key=key)
+    if col.null_count:
+        raise SourceError(uri, f"{col.null_count} null values", key=key)
+    return col.to_numpy(zero_copy_only=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Meta:
+    """What read_unit needs from ``data/metadata.json``."""
+
+    uri: str
+    dataset_id: str
+    env_id: str
+    backend: str
+    obs_leaves: tuple[Leaf, ...]
+    kinds: dict[str, str]
+    action_space: Mapping[str, Any]
+
+
+class MinariSource(Source):
+    """Reads a Minari root or dataset folder; one unit = a run of whole episodes of one dataset."""
+
+    kind = "minari"
+
+    def __init__(self, uri: str, **kwargs: Any):
+        super().__init__(uri, **kwargs)
+        self._meta_cache: dict[str, _Meta] = {}
+
+    # -- planning ---------------------------------------------------------------------------------
+    def units(self) -> list[Unit]:
+        per_unit = int(self.options.get("episodes_per_unit", 100))
+        if per_unit < 1:
+            raise SourceError(self.uri, f"option episodes_per_unit must be >= 1, got {per_unit}")
+        units: list[Unit] = []
+        for folder in self._dataset_folders():
+            meta = self._meta(folder)
+            task, agent = self._names(meta)
+            common = (("dataset_dir", folder), ("backend", meta.backend), ("task", task),
+                      ("agent", agent))
+            if meta.backend == "hdf5":
+                uri = fs.join(folder, "data", "main_data.hdf5")
+                ids: list[Any] = self._hdf5_ids(uri)
+            else:
+                uri = fs.join(folder, "data")
+                ids = self._arrow_ids(uri)
+            for lo in range(0, len(ids), per_unit):
+                chunk = tuple(ids[lo:lo + per_unit])
+                first, last = _first_id(chunk[0]), _first_id(chunk[-1])
+                units.append(Unit(key=f"{meta.dataset_id}/episodes {first}-{last}", uri=uri,
+                                  index=len(units), params=common + (("episodes", chunk),)))
+        if not units:
+            raise SourceError(self.uri, "no Minari episodes found")
+        return units
+
+    def _dataset_folders(self) -> list[str]:
+        picked = self.options.get("datasets")
+        if picked:
+            return [fs.join(self.uri, str(p)) for p in picked]
+        found = _find_datasets(self.uri, _MAX_DEPTH)
+        if not found:
+            raise SourceError(self.uri, "no Minari dataset found (expected folders with data/ and "
+                              f"data/metadata.json up to {_MAX_DEPTH} levels below)")
+        return found
+
+    def _meta(self, folder: str) -> _Meta:
+        if folder in self._meta_cache:
+            return self._meta_cache[folder]
+        uri = fs.join(folder, "data", "metadata.json")
+        if not fs.exists(uri):
+            raise SourceError(uri, "missing Minari metadata file data/metadata.json (it names the "
+                              "back-end and the observation/action spaces)")
+        try:
+            with fs.open_uri(uri, "rb", cache_type="readahead") as f:
+                raw = json.loads(f.read())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SourceError(uri, f"not valid JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise SourceError(uri, "expected a JSON object")
+        obs_space = _json_field(raw, "observation_space", uri)
+        act_space = _json_field(raw, "action_space", uri)
+        env_spec = raw.get("env_spec")
+        env_id = ""
+        if env_spec:
+            spec = json.loads(env_spec) if isinstance(env_spec, str) else env_spec
+            env_id = str((spec or {}).get("id") or "")
+        backend = str(raw.get("data_format") or "hdf5")
+        if backend not in ("hdf5", "arrow"):
+            raise SourceError(uri, f"data_format {backend!r} is not supported (hdf5, arrow)",
+                              key="data_format")
+        leaves = tuple(space_leaves(obs_space))
+        kinds = {leaf.name: leaf_kind(leaf.space, f"{uri} [observation_space]") for leaf in leaves}
+        if act_space.get("type") in ("Dict", "Tuple"):
+            raise SourceError(uri, f"{act_space.get('type')} action spaces are not supported",
+                              key="action_space")
+        leaf_kind(act_space, f"{uri} [action_space]")
+        dataset_id = str(raw.get("dataset_id") or fs.strip_scheme(folder).rstrip("/"))
+        meta = _Meta(uri, dataset_id, env_id, backend, leaves, kinds, act_space)
+        self._meta_cache[folder] = meta
+        return meta
+
+    def _names(self, meta: _Meta) -> tuple[str, str]:
+        fields = {"task": meta.env_id or meta.dataset_id, "agent": meta.dataset_id,
+                  "dataset_id": meta.dataset_id, "env_id": meta.env_id}
+        return self.task_name(**fields), self.agent_name(**fields)
+
+    @staticmethod
+    def _hdf5_ids(uri: str) -> list[int]:
+        with open_h5(uri) as f:
+            ids = [int(m.group(1)) for m in map(_EPISODE_GROUP.match, f.keys()) if m]
+        return sorted(ids)
+
+    @staticmethod
+    def _arrow_ids(data_dir: str) -> list[tuple[int, tuple[str, ...]]]:
+        parts: dict[int, list[tuple[int, str]]] = {}
+        for path in fs.walk_files(data_dir):
+            segs = path.rstrip("/").rsplit("/", 2)[-2:]
+            m = _ARROW_PART.match(segs[-1]) if len(segs) == 2 else None
+            if m and segs[0].isdigit():
+                parts.setdefault(int(segs[0]), []).append((int(m.group(1)), segs[1]))
+        return [(eid, tuple(name for _, name in sorted(parts[eid]))) for eid in sorted(parts)]
+
+    # -- reading ----------------------------------------------------------------------------------
+    def read_unit(self, unit: Unit) -> Iterator[Episode | Rejected]:
+        meta = self._meta(unit.param("dataset_dir"))
+        task, agent = unit.param("task"), unit.param("agent")
+        if unit.param("backend") == "hdf5":
+            with open_h5(unit.uri) as f:
+                for eid in unit.param("episodes"):
+                    yield self._one(meta, task, agent, eid, unit.uri, f"episode_{eid}",
+                                    lambda eid=eid, f=f: self._hdf5_episode(meta, unit.uri, f, eid))
+        else:
+            for eid, names in unit.param("episodes"):
+                uris = [fs.join(unit.uri, str(eid), n) for n in names]
+                yield self._one(meta, task, agent, eid, uris[0], "",
+                                lambda eid=eid, uris=uris: self._arrow_episode(meta, uris, eid))
+
+    def _one(self, meta: _Meta, task: str, agent: str, eid: int, uri: str, key: str,
+             load) -> Episode | Rejected:
+        location = f"{uri} [{key}]" if key else uri
+        try:
+            obs, actions, action_kind, rewards, terms, truncs, source = load()
+        except SourceError as e:
+            return self.reject(str(e.where), e.reason, task=task)
+        episode = Episode(
+            dataset=self.dataset, task=task, agent=agent,
+            episode_id=f"{meta.dataset_id}/episode_{eid}", order=(int(eid),),
+            observations=obs, observation_kinds=dict(meta.kinds), actions=actions,
+            action_kind=action_kind, rewards=rewards.astype(np.float32),
+            is_terminal=bool(terms[-1]), is_truncated=bool(truncs[-1]),
+            return_=float(np.sum(rewards, dtype=np.float64)), source=source)
+        return self.checked(episode, location)
+
+    def _hdf5_episode(self, meta: _Meta, uri: str, f: h5py.File, eid: int):
+        key = f"episode_{eid}"
+        group = f.get(key)
+        if not isinstance(group, h5py.Group):
+            raise SourceError(uri, "episode group missing", key=key)
+        steps = {k: read_dataset(uri, group, k) for k in _STEP_KEYS}
+        obs_node = group.get("observations")
+        if obs_node is None:
+            raise SourceError(uri, "missing dataset", key=f"{key}/observations")
+        obs = {}
+        for leaf in meta.obs_leaves:
+            node, path = obs_node, f"{key}/observations"
+            for seg in leaf.h5_path[:-1]:
+                node, path = node.get(seg), f"{path}/{seg}"
+                if not isinstance(node, h5py.Group):
+                    raise SourceError(uri, "missing group", key=path)
+            if leaf.h5_path:
+                raw = read_dataset(uri, node, leaf.h5_path[-1])
+            elif isinstance(obs_node, h5py.Dataset):
+                raw = read_dataset(uri, group, "observations")
+            else:
+                raise SourceError(uri, "expected a dataset for a Box/Discrete observation space, "
+                                  "found a group", key=path)
+            obs[leaf.name] = _shape_leaf(raw, leaf.space, uri, "/".join((path,) + leaf.h5_path))
+        source = {"uri": uri, "key": key, "dataset_id": meta.dataset_id, "backend": "hdf5"}
+        return self._assemble(meta, uri, key, obs, steps, source, padded=False)
+
+    def _arrow_episode(self, meta: _Meta, uris: list[str], eid: int):
+        tables = []
+        for uri in uris:
+            with fs.open_uri(uri, "rb", cache_type="readahead") as f:
+                data = f.read()
+            try:
+                tables.append(ipc.open_file(pa.BufferReader(data)).read_all())
+            except (pa.ArrowInvalid, OSError) as e:
+                raise SourceError(uri, f"not an Arrow IPC file: {e}") from None
+        uri = uris[0]
+        try:
+            table = pa.concat_tables(tables)
+        except pa.ArrowInvalid as e:
+            raise SourceError(uri, f"parts of episode {eid} do not share a schema: {e}") from None
+        cols = {}
+        for name in ("observations",) + _STEP_KEYS:
+            if name not in table.column_names:
+                raise SourceError(uri, "missing column", key=name)
+            cols[name] = table.column(name).combine_chunks()
+        steps = {k: _arrow_values(cols[k], uri, k) for k in _STEP_KEYS}
+        obs = {}
+        for leaf in meta.obs_leaves:
+            col, path = cols["observations"], "observations"
+            for field in leaf.arrow_path:
+                path = f"{path}/{field}"
+                if not pa.types.is_struct(col.type) or col.type.get_field_index(field) < 0:
+                    raise SourceError(uri, "missing struct field", key=path)
+                col = col.field(field)
+            obs[leaf.name] = _shape_leaf(_arrow_values(col, uri, path), leaf.space, uri, path)
+        source = {"uri": uri, "dataset_id": meta.dataset_id, "backend": "arrow",
+                  "episode": int(eid)}
+        if len(uris) > 1:
+            source["parts"] = uris
+        return self._assemble(meta, uri, "", obs, steps, source, padded=True)
+
+    def _assemble(self, meta: _Meta, uri: str, key: str, obs: dict[str, np.ndarray],
+                  steps: dict[str, np.ndarray], source: dict[str, Any], padded: bool):
+        """Check Minari's N / N+1 layout, drop padding and the final observation."""
+        prefix = f"{key}/" if key else ""
+        rewards = steps["rewards"]
+        if rewards.ndim != 1 or rewards.dtype.kind not in "fiub":
+            raise SourceError(uri, f"rewards must be a 1-D numeric array, got {rewards.dtype} "
+                              f"{rewards.shape}", key=f"{prefix}rewards")
+        n = rewards.shape[0] - (1 if padded else 0)
+        if n <= 0:
+            raise SourceError(uri, "empty episode (0 steps)", key=f"{prefix}rewards")
+        rows = n + (1 if padded else 0)
+        for name in ("actions", "terminations", "truncations"):
+            if steps[name].shape[0] != rows:
+                raise SourceError(uri, f"has {steps[name].shape[0]} steps but rewards has {rows}",
+                                  key=f"{prefix}{name}")
+        for name, arr in obs.items():
+            if arr.shape[0] != n + 1:
+                raise SourceError(uri, f"has {arr.shape[0]} rows; Minari stores steps + 1 = {n + 1}"
+                                  f" observations for {n} steps", key=f"{prefix}observations/{name}"
+                                  if name != "observation" else f"{prefix}observations")
+        actions, action_kind = _actions(steps["actions"][:n], meta.action_space, uri,
+                                        f"{prefix}actions")
+        source.update(steps=n, final_observation={"uri": uri, "key": f"{prefix}observations",
+                                                  "row": n, "kept": False})
+        return ({k: v[:n] for k, v in obs.items()}, actions, action_kind, rewards[:n],
+                steps["terminations"][:n], steps["truncations"][:n], source)
+
+
+def _first_id(item: Any) -> int:
+    return int(item[0] if isinstance(item, tuple) else item)
+
+
+def _json_field(raw: Mapping[str, Any], name: str, uri: str) -> dict[str, Any]:
+    value = raw.get(name)
+    if value is None:
+        raise SourceError(uri, "missing field", key=name)
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError as e:
+        raise SourceError(uri, f"not a JSON space description: {e}", key=name) from None
+    if not isinstance(parsed, dict) or "type" not in parsed:
+        raise SourceError(uri, "not a serialised gymnasium space", key=name)
+    return parsed
+
+
+def _subdirs(uri: str) -> list[str]:
+    """Names of the folders directly under ``uri`` (one listing request)."""
+    try:
+        entries = fs.filesystem(uri).ls(fs.strip_scheme(uri), detail=True)
+    except FileNotFoundError:
+        raise SourceError(uri, "not found") from None
+    names = []
+    for e in entries:
+        if e.get("type") == "directory":
+            names.append(e["name"].rstrip("/").rsplit("/", 1)[-1])
+    return sorted(set(names))
+
+
+def _find_datasets(uri: str, depth: int) -> list[str]:
+    """Folders holding ``data/`` at most ``depth`` levels below ``uri``; never looks inside data/."""
+    names = _subdirs(uri)
+    if "data" in names:
+        return [uri]
+    if depth == 0:
+        return []
+    out: list[str] = []
+    for name in names:
+        out += _find_datasets(fs.join(uri, name), depth - 1)
+    return out
