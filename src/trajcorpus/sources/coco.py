@@ -1,0 +1,184 @@
+"""COCO captions (``annotations/captions_*.json`` + image folders) -> one record per (image, caption).
+
+Layout (cocodataset.org, also what ``torchvision.datasets.CocoCaptions`` reads): the annotation file
+holds ``images[] {id, file_name, width, height}`` and ``annotations[] {id, image_id, caption}``; the
+annotations are NOT grouped by image, so captions are grouped by ``image_id`` here. The images of
+``captions_<split>.json`` live in ``<root>/<split>/<file_name>`` (e.g. train2017/), or in the
+folder given by option ``image_dir`` (relative to the root, or a full URI).
+
+Records: task = option ``task`` or "coco"; agent = the annotation file stem (e.g.
+"captions_train2017"); template fields ``task``, ``agent``, ``split``. episode_id =
+"<image_id>:<annotation_id>", order = (image_id, annotation_id): COCO has no collection order, ids
+give a stable one. Images are decoded once per image and shared by its captions' records. See
+``imagecaption`` for the record shape.
+
+The annotation file is parsed once, when planning units (the biggest, train2017, is ~90 MB); each
+unit then carries its images' file names and captions, so workers never re-read the JSON. Invalid
+UTF-8 bytes inside the file reject only the captions that contain them (the file is decoded with
+``surrogateescape`` and each caption checked). Option ``images_per_unit`` (default 500).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from .. import fs
+from ..errors import SourceError
+from ..schemas.episode import Episode, Rejected
+from .base import Source, Unit
+from .imagecaption import (
+    caption_episode,
+    caption_text,
+    load_image,
+    read_bounded,
+    rejected,
+    safe_relative_name,
+)
+
+__all__ = ["CocoCaptionsSource", "load_annotations"]
+
+MAX_ANNOTATION_BYTES = 2 * 1024 * 1024 * 1024  # the JSON is read whole; refuse absurd sizes
+
+
+def load_annotations(uri: str) -> dict[str, Any]:
+    """Parse a COCO annotation file; invalid UTF-8 survives as surrogates for per-caption checks."""
+    try:
+        with fs.open_uri(uri, "rb", cache_type="readahead") as f:
+            data = f.read(MAX_ANNOTATION_BYTES + 1)
+    except FileNotFoundError:
+        raise SourceError(uri, "annotation file not found") from None
+    if len(data) > MAX_ANNOTATION_BYTES:
+        raise SourceError(uri, f"annotation file larger than {MAX_ANNOTATION_BYTES} bytes")
+    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SourceError(uri, f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})",
+                          offset=e.pos) from None
+    if not isinstance(doc, dict):
+        raise SourceError(uri, "expected a JSON object with images and annotations")
+    for key in ("images", "annotations"):
+        if not isinstance(doc.get(key), list):
+            raise SourceError(uri, "missing or not a list", key=key)
+    return doc
+
+
+def _plan(uri: str, doc: dict[str, Any]) -> tuple[list[tuple[int, str, tuple]], list[tuple]]:
+    """(images sorted by id with their captions sorted by annotation id, problems)."""
+    files: dict[int, str] = {}
+    problems: list[tuple[str, str]] = []
+    for i, img in enumerate(doc["images"]):
+        if not isinstance(img, dict) or not isinstance(img.get("id"), int) \
+                or not isinstance(img.get("file_name"), str):
+            problems.append((f"{uri} [images[{i}]]", "image entry needs an integer id and a "
+                             "file_name string"))
+            continue
+        files[img["id"]] = img["file_name"]
+    captions: dict[int, list[tuple[int, Any]]] = {}
+    for i, ann in enumerate(doc["annotations"]):
+        if not isinstance(ann, dict) or not isinstance(ann.get("id"), int) \
+                or not isinstance(ann.get("image_id"), int):
+            problems.append((f"{uri} [annotations[{i}]]", "annotation needs integer id and "
+                             "image_id"))
+            continue
+        if ann["image_id"] not in files:
+            problems.append((f"{uri} [annotation {ann['id']}]",
+                             f"references image_id {ann['image_id']}, which images[] lacks"))
+            continue
+        captions.setdefault(ann["image_id"], []).append((ann["id"], ann.get("caption")))
+    images = [(image_id, files[image_id], tuple(sorted(captions[image_id], key=lambda c: c[0])))
+              for image_id in sorted(captions)]
+    return images, problems
+
+
+class CocoCaptionsSource(Source):
+    """Reads COCO caption annotations; one unit = a run of images of one annotation file."""
+
+    kind = "coco-captions"
+
+    def _annotation_files(self) -> tuple[str, list[str]]:
+        if self.uri.endswith(".json"):
+            ann_dir = self.uri.rsplit("/", 1)[0] if "/" in self.uri else "."
+            root = ann_dir.rsplit("/", 1)[0] if "/" in ann_dir else "."
+            return root, [self.uri]
+        files = fs.glob(fs.join(self.uri, "annotations", "captions_*.json"))
+        if not files:
+            raise SourceError(self.uri, "no annotations/captions_*.json found (expected a COCO "
+                              "folder with annotations/ and image folders)")
+        return self.uri, files
+
+    def _image_dir(self, root: str, split: str) -> str:
+        opt = self.options.get("image_dir")
+        if opt:
+            return str(opt) if "://" in str(opt) or str(opt).startswith("/") \
+                else fs.join(root, str(opt))
+        return fs.join(root, split)
+
+    def units(self) -> list[Unit]:
+        per_unit = int(self.options.get("images_per_unit", 500))
+        if per_unit < 1:
+            raise SourceError(self.uri, f"option images_per_unit must be >= 1, got {per_unit}")
+        root, files = self._annotation_files()
+        units: list[Unit] = []
+        for ann_uri in files:
+            stem = ann_uri.rsplit("/", 1)[-1].removesuffix(".json")
+            split = stem.removeprefix("captions_")
+            fields = {"task": str(self.options.get("task") or "coco"), "agent": stem,
+                      "split": split}
+            task, agent = self.task_name(**fields), self.agent_name(**fields)
+            image_dir = self._image_dir(root, split)
+            if not fs.exists(image_dir):
+                raise SourceError(ann_uri, f"image folder {image_dir} not found (COCO keeps the "
+                                  f"images of captions_{split}.json in {split}/; set option "
+                                  "image_dir otherwise)")
+            images, problems = _plan(ann_uri, load_annotations(ann_uri))
+            common = (("annotations", ann_uri), ("image_dir", image_dir), ("task", task),
+                      ("agent", agent))
+            chunks = [tuple(images[lo:lo + per_unit]) for lo in range(0, len(images), per_unit)]
+            if problems and not chunks:
+                chunks = [()]
+            for n, chunk in enumerate(chunks):
+                extra = (("problems", tuple(problems)),) if n == 0 and problems else ()
+                first = chunk[0][0] if chunk else "-"
+                units.append(Unit(key=f"{stem}/images from {first}", uri=ann_uri,
+                                  index=len(units), params=common + (("images", chunk),) + extra))
+        if not units:
+            raise SourceError(self.uri, "no captions found")
+        return units
+
+    def read_unit(self, unit: Unit) -> Iterator[Episode | Rejected]:
+        task, agent = unit.param("task"), unit.param("agent")
+        ann_uri, image_dir = unit.param("annotations"), unit.param("image_dir")
+        for location, reason in unit.param("problems", ()):
+            yield self.reject(location, reason, task=task)
+        for image_id, file_name, captions in unit.param("images"):
+            image_uri = fs.join(image_dir, file_name)
+            image, image_error = None, None
+            if not safe_relative_name(file_name):
+                image_error = SourceError(ann_uri, f"unsafe file_name {file_name!r} refused",
+                                          key=f"image {image_id}")
+            for ann_id, raw in captions:
+                try:
+                    caption = caption_text(raw, ann_uri, f"annotation {ann_id}")
+                except SourceError as e:
+                    yield rejected(self.dataset, e, task, note=f"image_id {image_id}")
+                    continue
+                if image is None and image_error is None:
+                    try:
+                        image = load_image(read_bounded(image_uri), image_uri,
+                                           key=f"image_id {image_id}")
+                    except SourceError as e:
+                        image_error = e
+                if image_error is not None:
+                    yield rejected(self.dataset, image_error, task,
+                                   note=f"annotation {ann_id}")
+                    continue
+                episode = caption_episode(
+                    dataset=self.dataset, task=task, agent=agent,
+                    episode_id=f"{image_id}:{ann_id}", order=(image_id, ann_id), image=image,
+                    caption=caption,
+                    source={"uri": image_uri, "annotations": ann_uri, "image_id": image_id,
+                            "annotation_id": ann_id})
+                yield self.checked(episode, f"{image_uri} [annotation {ann_id}]")
