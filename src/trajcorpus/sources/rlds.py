@@ -1,0 +1,584 @@
+"""RLDS datasets as TFDS writes them (Open X-Embodiment, envlogger), read without TensorFlow.
+
+A dataset folder holds ``dataset_info.json`` (name, splits, shard lengths, file name template),
+``features.json`` (the feature tree) and shards ``{name}-{split}.tfrecord-{i:05d}[-of-{n:05d}]``.
+One record is one episode: a ``tf.train.Example`` whose keys are the feature paths joined by ``/``
+(``steps/observation/image``, ``steps/action``, ``episode_metadata/...``); a key under ``steps``
+holds the values of all N steps concatenated. features.json drives the decoding: encoded images
+(through :func:`~trajcorpus.sources.imagecodec.decode_image`), tensors with their dtype and shape
+(float64 with ``encoding: none`` is stored as float32; ``zlib``/``bytes`` tensors are raw
+little-endian blobs), bools stored as int64, text as UTF-8.
+
+Mapping to :class:`~trajcorpus.schemas.Episode`:
+
+* **steps.** RLDS stores T+1 steps: the last (``is_last``) holds the final observation and padding
+  (zero) action and reward. With ``final_step: auto`` (default) that step is dropped when it is
+  ``is_last`` and its action and reward are all zero, so the episode has T agent steps; datasets
+  converted without padding (a real last action) keep all steps. ``drop``/``keep`` force either.
+  ``return`` is the float64 sum of the kept rewards as stored; ``is_terminal`` is the last stored
+  step's ``is_terminal``, ``is_truncated`` its negation.
+* **observations.** Each leaf under ``steps/observation`` is one observation named by its path
+  below it (nesting flattened with ``/``): images -> ``image``, float tensors -> ``continuous``
+  (declared dtype), int/bool tensors -> ``discrete``, text -> ``text``. The language instruction
+  (``steps/language_instruction``, else ``episode_metadata/language_instruction``) becomes the text
+  observation ``instruction``: length 1 when constant over the episode, else one per step; an
+  all-empty instruction is dropped. Keys matching ``exclude`` (default ``*language_embedding*``:
+  a 512-float sentence embedding that duplicates the instruction) are checked but not decoded.
+* **actions.** ``steps/action`` or the leaves under it (sorted, each flattened per step and
+  concatenated): all-integer -> ``discrete``, otherwise ``continuous``.
+* **names.** task = dataset name (dataset_info.json); agent = ``episode_metadata/agent_id`` (or
+  ``agent``) when present, else the dataset name: envlogger/OXE datasets come from one collection
+  setup, so every episode of the dataset is a valid prompt for another. Template fields: ``task``,
+  ``agent``, ``dataset_name``, ``version``, ``split`` and every scalar episode-metadata leaf by its
+  last name (e.g. ``{task_name}``).
+* **identity.** order = (shard index, record index) (prefixed by the split's position when several
+  splits are read); episode_id = ``"{shard file name}:{record index}"``, or with option
+  ``episode_id_key`` (e.g. ``episode_metadata/episode_id``) ``"{dataset}/{value}"``, which the user
+  vouches is unique (a unit cannot check the whole dataset).
+
+Units: one per shard file. A record whose keys or lengths disagree with features.json, or that fails
+its data CRC, is one Rejected; damage that breaks the framing rejects the rest of the shard, and a
+shard shorter than dataset_info.json's ``shardLengths`` is reported as a Rejected unit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import functools
+import json
+import zlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import fs
+from ..errors import SourceError, TrajcorpusError
+from ..schemas.episode import Episode, Rejected
+from .base import Source, Unit
+from .imagecodec import decode_image
+from .tfrecord import DEFAULT_MAX_RECORD_BYTES, Record, iter_records, parse_example
+
+__all__ = ["RldsSource", "Leaf", "flatten_features", "decode_leaf", "shard_names"]
+
+OPTIONS = ("split", "final_step", "exclude", "episode_id_key", "compression", "max_record_bytes")
+FINAL_STEP = ("auto", "drop", "keep")
+DEFAULT_EXCLUDE = ("*language_embedding*",)
+DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}-of-{NUM_SHARDS}"
+_STEP_FLAGS = ("steps/is_first", "steps/is_last", "steps/is_terminal")
+_RESERVED = ("steps/reward", "steps/discount", *_STEP_FLAGS)
+_INSTRUCTION = ("steps/language_instruction", "episode_metadata/language_instruction")
+_AGENT_KEYS = ("episode_metadata/agent_id", "episode_metadata/agent")
+_IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_METADATA_VALUES = 64  # array-valued episode metadata up to this size is kept in the lineage
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One flat feature of features.json."""
+
+    key: str
+    kind: str  # "image" | "text" | "tensor"
+    dtype: str  # numpy dtype name, or "string"
+    shape: tuple[int, ...]  # -1 where unknown
+    encoding: str = "none"  # tensors: "none" | "zlib" | "bytes"
+    in_sequence: bool = False
+
+    @property
+    def size(self) -> int | None:
+        """Values per step (or per episode), None when the shape is not fully known."""
+        return None if any(d < 0 for d in self.shape) else int(np.prod(self.shape, dtype=np.int64))
+
+
+def flatten_features(node: Mapping[str, Any], where: str, prefix: str = "",
+                     in_sequence: bool = False) -> dict[str, Leaf]:
+    """features.json (a FeaturesDict tree) -> {flat key: Leaf}; ``where`` names the file."""
+    out: dict[str, Leaf] = {}
+
+    def fail(reason: str) -> SourceError:
+        return SourceError(where, reason, key=prefix or "<root>")
+
+    if not isinstance(node, Mapping):
+        raise fail(f"expected a feature object, got {type(node).__name__}")
+    if "featuresDict" in node:
+        for name, child in (node["featuresDict"].get("features") or {}).items():
+            out.update(flatten_features(child, where, f"{prefix}/{name}" if prefix else name,
+                                        in_sequence))
+    elif "sequence" in node:
+        if in_sequence:
+            raise fail("a sequence inside a sequence is not supported")
+        out.update(flatten_features(node["sequence"].get("feature", {}), where, prefix, True))
+    elif "image" in node:
+        info = node["image"]
+        out[prefix] = Leaf(prefix, "image", info.get("dtype", "uint8"), _dims(info, fail),
+                           in_sequence=in_sequence)
+    elif "text" in node:
+        out[prefix] = Leaf(prefix, "text", "string", (), in_sequence=in_sequence)
+    elif "classLabel" in node:
+        out[prefix] = Leaf(prefix, "tensor", "int64", (), in_sequence=in_sequence)
+    elif "tensor" in node:
+        info = node["tensor"]
+        dtype = str(info.get("dtype", ""))
+        if dtype != "string":
+            try:
+                np.dtype(dtype)
+            except TypeError:
+                raise fail(f"unknown tensor dtype {dtype!r}") from None
+        encoding = str(info.get("encoding", "none")).lower()
+        if encoding not in ("none", "zlib", "bytes"):
+            raise fail(f"unknown tensor encoding {encoding!r}")
+        leaf = Leaf(prefix, "string" if dtype == "string" else "tensor", dtype,
+                    _dims(info, fail), encoding, in_sequence)
+        if leaf.size is None and (in_sequence or encoding != "none" or
+                                  sum(d < 0 for d in leaf.shape) > 1):
+            raise fail(f"tensor of dynamic shape {list(leaf.shape)} is not supported here")
+        out[prefix] = leaf
+    else:
+        kinds = sorted(k for k in node if k not in ("pythonClassName", "description"))
+        raise fail(f"unsupported feature type {kinds or node.get('pythonClassName')}")
+    return out
+
+
+def _dims(info: Mapping[str, Any], fail) -> tuple[int, ...]:
+    try:
+        return tuple(int(d) for d in (info.get("shape") or {}).get("dimensions", []))
+    except (TypeError, ValueError):
+        raise fail(f"bad shape {info.get('shape')!r}") from None
+
+
+def shard_names(info: Mapping[str, Any], split: Mapping[str, Any]) -> list[str]:
+    """The shard file names of one split, from dataset_info.json's template and shard lengths."""
+    template = split.get("filepathTemplate") or DEFAULT_TEMPLATE
+    n = len(split.get("shardLengths") or [])
+    names = []
+    for i in range(n):
+        names.append(template.replace("{DATASET}", str(info.get("name", "")))
+                     .replace("{SPLIT}", str(split.get("name", "")))
+                     .replace("{FILEFORMAT}", str(info.get("fileFormat") or "tfrecord"))
+                     .replace("{SHARD_INDEX}", f"{i:05d}")
+                     .replace("{NUM_SHARDS}", f"{n:05d}"))
+    return names
+
+
+def decode_leaf(leaf: Leaf, raw: list[bytes] | np.ndarray, steps: int | None, uri: str,
+                offset: int, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> np.ndarray | list[str]:
+    """One feature's raw values -> [steps, *shape] (sequence leaves) or [*shape]; text -> list[str].
+
+    Raises SourceError naming the key when the stored values disagree with the declaration.
+    """
+    def fail(reason: str) -> SourceError:
+        return SourceError(uri, reason, offset=offset, key=leaf.key)
+
+    count = steps if leaf.in_sequence else 1
+    if leaf.kind in ("image", "text", "string") or leaf.encoding != "none":
+        if not isinstance(raw, list):
+            raise fail(f"declared {leaf.kind} ({leaf.dtype}) but stored as a {raw.dtype} list")
+        if len(raw) != count:
+            raise fail(f"has {len(raw)} values, expected {count}"
+                       + (" (one per step)" if leaf.in_sequence else ""))
+        if leaf.kind == "image":
+            out = _images(leaf, raw, uri, offset, fail)
+        elif leaf.kind in ("text", "string"):
+            try:
+                text = [b.decode("utf-8") for b in raw]
+            except UnicodeDecodeError as e:
+                raise fail(f"text is not UTF-8: {e}") from None
+            return text if leaf.in_sequence else text[0]
+        else:
+            out = _blobs(leaf, raw, fail, max_bytes)
+        return out if leaf.in_sequence else out[0]
+    return _numeric(leaf, raw, count, fail)
+
+
+def _images(leaf: Leaf, raw: list[bytes], uri: str, offset: int, fail) -> np.ndarray:
+    channels = leaf.shape[-1] if len(leaf.shape) == 3 else None
+    mode = _IMAGE_MODES.get(channels) if channels and channels > 0 else None
+    frames = []
+    for i, blob in enumerate(raw):
+        img = decode_image(blob, uri, key=f"{leaf.key}[{i}]", offset=offset, mode=mode)
+        if img.ndim == 2 and len(leaf.shape) == 3:
+            img = img[..., None]
+        want = leaf.shape if leaf.shape else img.shape
+        if len(want) != img.ndim or any(w >= 0 and w != g
+                                        for w, g in zip(want, img.shape, strict=True)):
+            raise fail(f"step {i}: image of shape {list(img.shape)}, declared {list(leaf.shape)}")
+        if frames and img.shape != frames[0].shape:
+            raise fail(f"step {i}: image of shape {list(img.shape)} differs from step 0's "
+                       f"{list(frames[0].shape)}")
+        frames.append(img)
+    return np.stack(frames) if frames else np.zeros((0, *leaf.shape), np.uint8)
+
+
+def _blobs(leaf: Leaf, raw: list[bytes], fail, max_bytes: int) -> np.ndarray:
+    dtype = np.dtype(leaf.dtype).newbyteorder("<")
+    want = leaf.size * dtype.itemsize  # shape is fully known (checked in flatten_features)
+    out = np.empty((len(raw), *leaf.shape), dtype=np.dtype(leaf.dtype))
+    for i, blob in enumerate(raw):
+        if leaf.encoding == "zlib":
+            d = zlib.decompressobj()
+            try:
+                data = d.decompress(blob, min(want, max_bytes) + 1)
+            except zlib.error as e:
+                raise fail(f"step {i}: corrupt zlib data: {e}") from None
+            if len(data) > want or d.unconsumed_tail:
+                raise fail(f"step {i}: zlib data inflates beyond the declared {want} bytes")
+            if not d.eof:
+                raise fail(f"step {i}: truncated zlib data")
+        else:
+            data = blob
+        if len(data) != want:
+            raise fail(f"step {i}: {len(data)} bytes, declared shape {list(leaf.shape)} of "
+                       f"{leaf.dtype} needs {want}")
+        out[i] = np.frombuffer(data, dtype=dtype).reshape(leaf.shape)
+    return out
+
+
+def _numeric(leaf: Leaf, raw: list[bytes] | np.ndarray, count: int, fail) -> np.ndarray:
+    dtype = np.dtype(leaf.dtype)
+    if isinstance(raw, list):
+        if raw:
+            raise fail(f"declared {leaf.dtype} but stored as a bytes_list")
+        raw = np.zeros(0, np.float32 if dtype.kind in "fc" else np.int64)
+    if dtype.kind in "fc" and raw.dtype.kind != "f":
+        raise fail(f"declared {leaf.dtype} but stored as an int64_list")
+    if dtype.kind in "biu" and raw.dtype.kind != "i":
+        raise fail(f"declared {leaf.dtype} but stored as a float_list")
+    shape = leaf.shape
+    if leaf.size is None:  # one unknown dimension, outside a sequence
+        known = int(np.prod([d for d in shape if d >= 0], dtype=np.int64))
+        if known == 0 or raw.size % known:
+            raise fail(f"{raw.size} values do not fit shape {list(shape)}")
+        shape = tuple(raw.size // known if d < 0 else d for d in shape)
+        per = raw.size
+    else:
+        per = leaf.size
+    if raw.size != count * per:
+        raise fail(f"has {raw.size} values, expected {count} x {per}"
+                   + (" (steps x values per step)" if leaf.in_sequence else ""))
+    arr = raw.reshape((count, *shape)) if leaf.in_sequence else raw.reshape(shape)
+    if dtype.kind == "b":
+        return np.asarray(arr != 0)
+    return arr.astype(dtype, copy=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """What units and records need from the dataset folder."""
+
+    name: str
+    version: str
+    leaves: dict[str, Leaf]
+    splits: tuple[tuple[str, tuple[str, ...], tuple[int | None, ...]], ...]
+
+
+class RldsSource(Source):
+    """A TFDS/RLDS dataset folder (the one holding dataset_info.json and features.json)."""
+
+    kind = "rlds"
+
+    def __init__(self, uri: str, **kwargs: Any):
+        super().__init__(uri, **kwargs)
+        unknown = sorted(set(self.options) - set(OPTIONS))
+        if unknown:
+            raise SourceError(self.uri, f"unknown rlds option(s) {unknown} "
+                              f"(known: {', '.join(OPTIONS)})")
+        self.final_step = str(self.options.get("final_step", "auto"))
+        if self.final_step not in FINAL_STEP:
+            raise SourceError(self.uri, f"option final_step must be one of {FINAL_STEP}, "
+                              f"got {self.final_step!r}", key="final_step")
+        exclude = self.options.get("exclude", DEFAULT_EXCLUDE)
+        self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
+        self.episode_id_key = self.options.get("episode_id_key")
+        self.compression = str(self.options.get("compression", "auto"))
+        self.max_record_bytes = int(self.options.get("max_record_bytes",
+                                                     DEFAULT_MAX_RECORD_BYTES))
+
+    # -- dataset folder -------------------------------------------------------------------------
+    def _json(self, name: str, what: str) -> Any:
+        uri = fs.join(self.uri, name)
+        try:
+            with fs.open_uri(uri, "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            raise SourceError(uri, f"missing {name}: an RLDS/TFDS dataset folder needs {what} "
+                              "(point the input at the version folder, e.g. .../name/1.0.0)"
+                              ) from None
+        except (OSError, ValueError) as e:
+            raise SourceError(uri, f"cannot read {name}: {type(e).__name__}: {e}") from None
+
+    @functools.cached_property
+    def spec(self) -> _Spec:
+        info = self._json("dataset_info.json", "dataset_info.json (name, splits, shards)")
+        features = self._json("features.json", "features.json (the feature tree that says how "
+                                                "to decode each key)")
+        where = fs.join(self.uri, "features.json")
+        leaves = flatten_features(features, where)
+        for key in ("steps/reward",):
+            if key not in leaves:
+                raise SourceError(where, "RLDS episodes need this step feature", key=key)
+        if not any(k == "steps/observation" or k.startswith("steps/observation/")
+                   for k in leaves):
+            raise SourceError(where, "RLDS episodes need step observations",
+                              key="steps/observation")
+        name = str(info.get("name") or _basename(self.uri))
+        all_splits = info.get("splits") or []
+        wanted = self.options.get("split")
+        if wanted is None:
+            names = [s.get("name") for s in all_splits]
+            wanted = ["train"] if "train" in names else names
+        elif isinstance(wanted, str):
+            wanted = [wanted]
+        splits = []
+        for w in wanted:
+            split = next((s for s in all_splits if s.get("name") == w), None)
+            if split is None:
+                raise SourceError(fs.join(self.uri, "dataset_info.json"), f"no split {w!r} "
+                                  f"(has: {[s.get('name') for s in all_splits]})", key="split")
+            lengths = tuple(int(n) for n in split.get("shardLengths") or [])
+            splits.append((w, tuple(shard_names(info, split)), lengths))
+        return _Spec(name, str(info.get("version", "")), leaves, tuple(splits))
+
+    def units(self) -> list[Unit]:
+        spec = self.spec
+        units = []
+        for split_pos, (split, names, lengths) in enumerate(spec.splits):
+            for shard, name in enumerate(names):
+                params = (("split", split), ("split_position", split_pos), ("shard", shard),
+                          ("records", lengths[shard] if shard < len(lengths) else None),
+                          ("task", self._task(spec, split)))
+                units.append(Unit(f"{split}/{name}", fs.join(self.uri, name), len(units), params))
+        if not units:
+            raise SourceError(fs.join(self.uri, "dataset_info.json"), "no shards listed "
+                              "(splits[].shardLengths is empty)")
+        return units
+
+    def _task(self, spec: _Spec, split: str) -> str:
+        return self.task_name(task=spec.name, dataset_name=spec.name, version=spec.version,
+                              split=split, agent=spec.name)
+
+    # -- records --------------------------------------------------------------------------------
+    def read_unit(self, unit: Unit) -> Iterator[Episode | Rejected]:
+        task = unit.param("task")
+        read = 0
+        records = iter_records(unit.uri, compression=self.compression,
+                               max_record_bytes=self.max_record_bytes, recover=True)
+        while True:
+            try:
+                rec = next(records, None)
+            except SourceError as e:
+                yield self.reject(unit.uri, f"{e} (framing lost: the rest of the shard after "
+                                  f"{read} records is unreadable)", kind="unit", task=task)
+                return
+            if rec is None:
+                break
+            read += 1
+            location = f"{unit.uri} @ offset {rec.offset} (record {rec.index})"
+            if rec.error is not None:
+                yield self.reject(location, str(rec.error), task=task)
+                continue
+            try:
+                episode = self._episode(rec, unit)
+            except TrajcorpusError as e:
+                yield self.reject(location, str(e), task=task)
+                continue
+            yield self.checked(episode, location)
+        declared = unit.param("records")
+        if declared is not None and read < declared:
+            yield self.reject(unit.uri, f"shard ends after {read} records but dataset_info.json "
+                              f"declares {declared}: file truncated at a record boundary?",
+                              kind="unit", task=task)
+
+    def _episode(self, rec: Record, unit: Unit) -> Episode:
+        spec = self.spec
+        uri, offset = unit.uri, rec.offset
+        ex = parse_example(rec.data, uri=uri, offset=offset)
+        _check_keys(ex, spec.leaves, uri, offset)
+        steps = _count_steps(ex, spec.leaves, uri, offset)
+        if steps == 0:
+            raise SourceError(uri, "episode has no steps", offset=offset, key="steps")
+        wanted = {k: leaf for k, leaf in spec.leaves.items() if not self._excluded(k)}
+        values = {k: decode_leaf(leaf, ex[k], steps, uri, offset, self.max_record_bytes)
+                  for k, leaf in wanted.items()}
+
+        def fail(key: str, reason: str) -> SourceError:
+            return SourceError(uri, reason, offset=offset, key=key)
+
+        rewards_all = np.asarray(values["steps/reward"], dtype=np.float64)
+        if rewards_all.ndim != 1:
+            if rewards_all[0].size != 1:
+                raise fail("steps/reward", f"reward per step must be a scalar, got shape "
+                                           f"{list(rewards_all.shape[1:])}")
+            rewards_all = rewards_all.reshape(-1)
+        actions_all, action_kind, action_keys = _actions(values, uri, offset)
+        flags = {k: np.asarray(values[k], dtype=bool) for k in _STEP_FLAGS if k in values}
+        n = self._agent_steps(steps, rewards_all, actions_all, flags)
+        if n < 1:
+            raise fail("steps/is_first", f"episode has {steps} stored step(s) and no agent step")
+        observations, kinds, ignored = _observations(values, spec.leaves, n)
+        metadata = {k: _plain(v) for k, v in values.items()
+                    if not spec.leaves[k].in_sequence and _plain(v) is not None}
+        rewards = rewards_all[:n]
+        fields = self._fields(spec, unit, metadata)
+        terminal = bool(flags["steps/is_terminal"][-1]) if "steps/is_terminal" in flags else False
+        name = unit.uri.rsplit("/", 1)[-1]
+        episode_id = f"{name}:{rec.index}"
+        if self.episode_id_key:
+            if self.episode_id_key not in metadata:
+                raise fail(self.episode_id_key, "option episode_id_key names no scalar "
+                                                "episode-metadata feature")
+            episode_id = f"{spec.name}/{metadata[self.episode_id_key]}"
+        order = (unit.param("shard"), rec.index)
+        if len(spec.splits) > 1:
+            order = (unit.param("split_position"), *order)
+        return Episode(
+            dataset=self.dataset, task=self.task_name(**fields), agent=self.agent_name(**fields),
+            episode_id=episode_id, order=order, observations=observations,
+            observation_kinds=kinds,
+            actions=actions_all[:n] if actions_all is not None else np.zeros((n, 0), np.float32),
+            action_kind=action_kind, rewards=rewards.astype(np.float32),
+            is_terminal=terminal, is_truncated=not terminal,
+            return_=float(rewards.sum()),
+            source={"uri": uri, "record": rec.index, "offset": offset,
+                    "split": unit.param("split"), "shard": unit.param("shard"),
+                    "stored_steps": steps, "final_step": "dropped" if n < steps else "kept",
+                    "action_keys": action_keys, "metadata": metadata,
+                    **({"ignored_keys": ignored} if ignored else {})},
+        )
+
+    def _excluded(self, key: str) -> bool:
+        """``exclude`` patterns never drop what an episode needs (reward, flags, actions)."""
+        if key in _RESERVED or key == "steps/action" or key.startswith("steps/action/"):
+            return False
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.exclude)
+
+    def _agent_steps(self, steps: int, rewards: np.ndarray, actions: np.ndarray | None,
+                     flags: Mapping[str, np.ndarray]) -> int:
+        if self.final_step == "keep" or steps == 0:
+            return steps
+        if self.final_step == "drop":
+            return steps - 1
+        is_last = bool(flags["steps/is_last"][-1]) if "steps/is_last" in flags else True
+        padding = rewards[-1] == 0 and (actions is None or not np.any(actions[-1]))
+        return steps - 1 if is_last and padding else steps
+
+    def _fields(self, spec: _Spec, unit: Unit, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        fields = {k.rsplit("/", 1)[-1]: v for k, v in metadata.items()
+                  if not isinstance(v, list)}
+        agent = next((str(metadata[k]) for k in _AGENT_KEYS if k in metadata), spec.name)
+        fields.update(task=spec.name, agent=agent, dataset_name=spec.name, version=spec.version,
+                      split=unit.param("split"))
+        return fields
+
+
+def _basename(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _check_keys(ex: Mapping[str, Any], leaves: Mapping[str, Leaf], uri: str, offset: int) -> None:
+    unknown = sorted(set(ex) - set(leaves))
+    if unknown:
+        raise SourceError(uri, "feature not declared in features.json"
+                          + (f" (and {len(unknown) - 1} more: {unknown[1:]})"
+                             if len(unknown) > 1 else ""), offset=offset, key=unknown[0])
+    missing = sorted(set(leaves) - set(ex))
+    if missing:
+        raise SourceError(uri, "declared in features.json but missing from the record"
+                          + (f" (and {len(missing) - 1} more: {missing[1:]})"
+                             if len(missing) > 1 else ""), offset=offset, key=missing[0])
+
+
+def _count_steps(ex: Mapping[str, Any], leaves: Mapping[str, Leaf], uri: str,
+                 offset: int) -> int:
+    """N, the stored steps: from ``steps/is_first`` (else ``steps/reward``), as RLDS defines it."""
+    ref = next(k for k in ("steps/is_first", "steps/reward") if k in leaves)
+    raw = ex[ref]
+    per = leaves[ref].size or 1
+    if not isinstance(raw, list) and raw.size % per:
+        raise SourceError(uri, f"{raw.size} values are not a whole number of steps of {per}",
+                          offset=offset, key=ref)
+    return len(raw) if isinstance(raw, list) else raw.size // per
+
+
+def _actions(values: Mapping[str, Any], uri: str,
+             offset: int) -> tuple[np.ndarray | None, str, list[str]]:
+    keys = sorted(k for k in values if k == "steps/action" or k.startswith("steps/action/"))
+    if not keys:
+        return None, "none", []
+    parts = [np.asarray(values[k]) for k in keys]
+    if any(p.dtype == object or p.dtype.kind in "US" for p in parts):
+        bad = next(k for k, p in zip(keys, parts, strict=True)
+                   if p.dtype == object or p.dtype.kind in "US")
+        raise SourceError(uri, "text actions are not supported", offset=offset, key=bad)
+    if all(p.dtype.kind in "biu" for p in parts):
+        if len(parts) == 1 and parts[0].ndim == 1:
+            return parts[0].astype(np.int64), "discrete", keys
+        flat = [p.reshape(p.shape[0], -1).astype(np.int64) for p in parts]
+        return np.concatenate(flat, axis=1), "discrete", keys
+    flat = [p.reshape(p.shape[0], -1) for p in parts]
+    dtype = np.result_type(*[p.dtype for p in flat if p.dtype.kind == "f"])
+    return np.concatenate([p.astype(dtype) for p in flat], axis=1), "continuous", keys
+
+
+def _observations(values: Mapping[str, Any], leaves: Mapping[str, Leaf], n: int
+                  ) -> tuple[dict[str, np.ndarray], dict[str, str], list[str]]:
+    """Observation arrays cut to the ``n`` agent steps, their kinds, and step keys left unused."""
+    obs: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    ignored = []
+    prefix = "steps/observation/"
+    for key, v in values.items():
+        if key == "steps/observation" or key.startswith(prefix):
+            name = key[len(prefix):] if key.startswith(prefix) else "observation"
+        else:
+            if (key.startswith("steps/") and key not in _RESERVED and key not in _INSTRUCTION
+                    and key != "steps/action" and not key.startswith("steps/action/")):
+                ignored.append(key)
+            continue
+        if isinstance(v, list):
+            text = _text(v[:n])
+            if text is not None:
+                obs[name], kinds[name] = text, "text"
+            continue
+        arr = v[:n]
+        if leaves[key].kind == "image":
+            kinds[name] = "image"
+        elif arr.dtype.kind in "fc":
+            kinds[name] = "continuous"
+        elif arr.dtype.kind == "b":
+            arr, kinds[name] = arr.astype(np.uint8), "discrete"
+        else:
+            kinds[name] = "discrete"
+        obs[name] = arr
+    for key in _INSTRUCTION:
+        v = values.get(key)
+        text = None
+        if isinstance(v, list):
+            text = _text(v[:n])
+        elif isinstance(v, str):
+            text = _text([v])
+        if text is not None:
+            obs["instruction"], kinds["instruction"] = text, "text"
+            break
+    return obs, kinds, ignored
+
+
+def _text(strings: list[str]) -> np.ndarray | None:
+    """Per-episode text ([1]) when constant, per-step text otherwise; None when all empty."""
+    if not strings or all(s == "" for s in strings):
+        return None
+    if all(s == strings[0] for s in strings):
+        return np.array([strings[0]], dtype=object)
+    return np.array(strings, dtype=object)
+
+
+def _plain(v: Any) -> Any:
+    """Episode metadata as JSON-able values for the lineage (None: too big to copy there)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, np.ndarray):
+        if v.ndim == 0:
+            return v.item()
+        if v.size <= _METADATA_VALUES and v.dtype.kind in "biuf":
+            return v.tolist()
+    return None
