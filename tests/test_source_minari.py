@@ -216,6 +216,25 @@ def test_missing_metadata_json(hopper_copy):
     assert "data/metadata.json" in str(e.value) and "missing Minari metadata" in str(e.value)
 
 
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("env_spec", "{not json", "[env_spec]: not a JSON environment spec"),
+    ("observation_space", None, "[observation_space]: missing field"),
+    ("observation_space", json.dumps({"type": "Box", "dtype": "float99", "shape": [3]}),
+     "[observation_space/action_space]: malformed space description"),
+    ("action_space", json.dumps({"type": "Dict", "subspaces": {}}),
+     "[action_space]: Dict action spaces are not supported"),
+    ("data_format", "parquet", "[data_format]: data_format 'parquet' is not supported"),
+])
+def test_bad_metadata_fields(hopper_copy, field, value, message):
+    path = hopper_copy / "data/metadata.json"
+    meta = json.loads(path.read_text())
+    meta[field] = value
+    path.write_text(json.dumps(meta))
+    with pytest.raises(SourceError) as e:
+        open_source("minari", str(hopper_copy)).units()
+    assert str(e.value).startswith(f"{path} {message}")
+
+
 def test_not_a_minari_folder(tmp_path):
     (tmp_path / "empty" / "x").mkdir(parents=True)
     with pytest.raises(SourceError, match="no Minari dataset found"):

@@ -237,21 +237,22 @@ class MinariSource(Source):
             raise SourceError(uri, "expected a JSON object")
         obs_space = _json_field(raw, "observation_space", uri)
         act_space = _json_field(raw, "action_space", uri)
-        env_spec = raw.get("env_spec")
-        env_id = ""
-        if env_spec:
-            spec = json.loads(env_spec) if isinstance(env_spec, str) else env_spec
-            env_id = str((spec or {}).get("id") or "")
+        env_id = _env_id(raw.get("env_spec"), uri)
         backend = str(raw.get("data_format") or "hdf5")
         if backend not in ("hdf5", "arrow"):
             raise SourceError(uri, f"data_format {backend!r} is not supported (hdf5, arrow)",
                               key="data_format")
-        leaves = tuple(space_leaves(obs_space))
-        kinds = {leaf.name: leaf_kind(leaf.space, f"{uri} [observation_space]") for leaf in leaves}
-        if act_space.get("type") in ("Dict", "Tuple"):
-            raise SourceError(uri, f"{act_space.get('type')} action spaces are not supported",
-                              key="action_space")
-        leaf_kind(act_space, f"{uri} [action_space]")
+        try:
+            leaves = tuple(space_leaves(obs_space))
+            kinds = {leaf.name: leaf_kind(leaf.space, f"{uri} [observation_space]")
+                     for leaf in leaves}
+            if act_space.get("type") in ("Dict", "Tuple"):
+                raise SourceError(uri, f"{act_space.get('type')} action spaces are not supported",
+                                  key="action_space")
+            leaf_kind(act_space, f"{uri} [action_space]")
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise SourceError(uri, f"malformed space description: {type(e).__name__}: {e}",
+                              key="observation_space/action_space") from None
         dataset_id = str(raw.get("dataset_id") or fs.strip_scheme(folder).rstrip("/"))
         meta = _Meta(uri, dataset_id, env_id, backend, leaves, kinds, act_space)
         self._meta_cache[folder] = meta
@@ -415,6 +416,21 @@ def _json_field(raw: Mapping[str, Any], name: str, uri: str) -> dict[str, Any]:
     if not isinstance(parsed, dict) or "type" not in parsed:
         raise SourceError(uri, "not a serialised gymnasium space", key=name)
     return parsed
+
+
+def _env_id(env_spec: Any, uri: str) -> str:
+    """The gymnasium id inside ``env_spec`` (a JSON string, or null for datasets without an env)."""
+    if not env_spec:
+        return ""
+    try:
+        spec = json.loads(env_spec) if isinstance(env_spec, str) else env_spec
+    except json.JSONDecodeError as e:
+        raise SourceError(uri, f"not a JSON environment spec: {e}", key="env_spec") from None
+    if spec is None:
+        return ""
+    if not isinstance(spec, dict):
+        raise SourceError(uri, "expected a JSON object", key="env_spec")
+    return str(spec.get("id") or "")
 
 
 def _subdirs(uri: str) -> list[str]:
