@@ -44,6 +44,7 @@ __all__ = [
     "resize_weights",
     "patchify",
     "patchify_batch",
+    "resize_patchify",
     "patch_grid",
     "unpatchify",
     "normalize_patches",
@@ -156,17 +157,27 @@ def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def _take(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+    """``np.take(x, idx, axis)``, as a few block copies when idx is a few contiguous runs.
+
+    Each run is copied as one strided array of opaque items (a run of ``n`` slices along
+    ``axis`` with every later axis folded in is one ``n * rest``-byte item), so NumPy moves whole
+    blocks instead of iterating over short inner rows or a trailing channel axis of size 1.
+    """
     runs = _runs(idx)
     if len(runs) > _MAX_RUNS:
         return np.take(x, idx, axis=axis)
-    shape = list(x.shape)
-    shape[axis] = idx.shape[0]
-    out = np.empty(shape, dtype=x.dtype)
-    src = [slice(None)] * x.ndim
-    dst = [slice(None)] * x.ndim
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape[:axis] + (idx.shape[0],) + x.shape[axis + 1:], dtype=x.dtype)
+    lead = int(np.prod(x.shape[:axis], dtype=np.int64))
+    rest = x.itemsize * int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    if lead == 0 or rest == 0:
+        return out
+    stride_in, stride_out = x.shape[axis] * rest, idx.shape[0] * rest
     for o, i, n in runs:
-        src[axis], dst[axis] = slice(i, i + n), slice(o, o + n)
-        out[tuple(dst)] = x[tuple(src)]
+        item = np.dtype((np.void, n * rest))
+        src = np.ndarray((lead,), dtype=item, buffer=x, offset=i * rest, strides=(stride_in,))
+        dst = np.ndarray((lead,), dtype=item, buffer=out, offset=o * rest, strides=(stride_out,))
+        dst[...] = src
     return out
 
 
@@ -255,12 +266,25 @@ def _check_sides(h: int, w: int) -> None:
 
 
 def patchify_batch(images: np.ndarray) -> np.ndarray:
-    """[T, H, W, C] uint8 -> [T, P, 16, 16, C] (one copy; P = H/16 * W/16, raster order)."""
+    """[T, H, W, C] uint8 -> [T, P, 16, 16, C] (one copy; P = H/16 * W/16, raster order).
+
+    One patch row (16 pixels x C bytes) is viewed as a single opaque item, so the transposing
+    copy moves 16*C-byte blocks rather than single bytes: about 4x faster than a uint8 transpose.
+    """
     t, h, w, c = images.shape
     _check_sides(h, w)
     gh, gw = h // PATCH, w // PATCH
-    x = images.reshape(t, gh, PATCH, gw, PATCH, c).transpose(0, 1, 3, 2, 4, 5)
-    return np.ascontiguousarray(x).reshape(t, gh * gw, PATCH, PATCH, c)
+    x = np.ascontiguousarray(images).reshape(t, h, w * c)
+    rows = x.view(np.dtype((np.void, PATCH * c))).reshape(t, gh, PATCH, gw)
+    out = np.ascontiguousarray(rows.transpose(0, 1, 3, 2))  # [T, gh, gw, 16] patch rows
+    return out.view(np.uint8).reshape(t, gh * gw, PATCH, PATCH, c)
+
+
+def resize_patchify(images: np.ndarray, size: Sequence[int], method: str = "auto") -> np.ndarray:
+    """``patchify_batch(resize_images(images, size, method))``: [T, H, W, C] -> [T, P, 16, 16, C]."""
+    x = np.asarray(images)
+    _check_sides(int(size[0]), int(size[1]))
+    return patchify_batch(resize_images(x if x.ndim == 4 else x[..., None], size, method))
 
 
 def patchify(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,9 +31,8 @@ from .discrete import decode_discrete, encode_discrete
 from .images import (
     default_image_size,
     patch_grid,
-    patchify_batch,
     resample_method,
-    resize_images,
+    resize_patchify,
     to_channels,
 )
 from .scheme import (
@@ -192,10 +191,9 @@ class EpisodeTokenizer:
             try:
                 x = to_channels(ep.observations[n], channels, field=field)
                 size = self.image_size_for(x.shape[1], x.shape[2])
-                x = resize_images(x, size, self.resample)
+                p = resize_patchify(x, size, self.resample)  # [T, P, 16, 16, C]
             except TokenizeError as e:
                 raise TokenizeError(f"{where} field {field!r}", e.reason) from None
-            p = patchify_batch(x)  # [T, P, 16, 16, C]
             parts.append(p)
             grids.append(patch_grid(*size))
             blocks.append(_Block(p.shape[1], Modality.IMAGE, PATCH_SLOT))
