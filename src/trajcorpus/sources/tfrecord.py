@@ -177,12 +177,12 @@ def _frames(stream: IO[bytes], uri: str, max_record_bytes: int, recover: bool,
                        f"0x{masked_crc32c(head[:8]):08x}): corrupt or not a TFRecord file")
         if length > max_record_bytes:
             raise fail(f"declared length {length} bytes too large (limit {max_record_bytes})")
-        body = read(length + 4)
-        if len(body) < length + 4:
+        data = read(length)
+        crc = read(4) if len(data) == length else b""
+        if len(crc) < 4:
             raise fail(f"truncated record: declares {length} data bytes + 4 CRC bytes, "
-                       f"only {len(body)} present")
-        data = body[:length]
-        (data_crc,) = struct.unpack_from("<I", body, length)
+                       f"only {len(data) + len(crc)} present")
+        (data_crc,) = struct.unpack("<I", crc)
         error = None
         if masked_crc32c(data) != data_crc:
             error = fail(f"bad data CRC (stored 0x{data_crc:08x}, computed "
