@@ -144,6 +144,11 @@ def test_filters_and_unknown_options(fixtures):
     with pytest.raises(SourceError, match="no RL Unplugged shard files"):
         open_source("rlu-atari", str(fixtures / "rlu_atari"), options={"games": ["Breakout"]}
                     ).units()
+    with pytest.raises(SourceError, match="no RL Unplugged shard files"):
+        open_source("rlu-atari", str(fixtures / "rlu_atari"), options={"games": "Po"}).units()
+    units = open_source("rlu-atari", str(fixtures / "rlu_atari_episodes"),
+                        options={"games": "Pong", "runs": [1]}).units()
+    assert len(units) == 1
     with pytest.raises(SourceError, match=r"unknown rlu-atari option\(s\) \['gmaes'\]"):
         open_source("rlu-atari", str(fixtures / "rlu_atari"), options={"gmaes": ["Pong"]})
 

@@ -29,7 +29,10 @@
 
 Task = game, agent = run number (template fields ``task``/``game``, ``agent``/``run``).
 Observation ``"observation"``: uint8 [T, 84, 84], the frame in which each action was taken.
-Rewards are float32 as stored (the release stores clipped rewards); actions are discrete.
+Rewards are float32 as stored, read from ``unclipped_rewards`` as TFDS does (the release stores
+clipped values there too; option ``reward_key`` picks another list); actions are discrete. Options:
+``layout``, ``games``, ``runs``, ``compression``, ``max_record_bytes``, ``reward_key``,
+``episode_buckets``, ``bucket_bytes``.
 """
 
 from __future__ import annotations
@@ -106,7 +109,10 @@ class RluAtariSource(Source):
 
     def _shards(self) -> list[_Shard]:
         games = self.options.get("games")
-        runs = {int(r) for r in self.options["runs"]} if self.options.get("runs") else None
+        games = [games] if isinstance(games, str) else games
+        runs = self.options.get("runs")
+        runs = {int(r) for r in ([runs] if isinstance(runs, (str, int)) else runs)} if runs \
+            else None
         filesystem = fs.filesystem(self.uri)
         if not filesystem.exists(fs.strip_scheme(self.uri)):
             raise SourceError(self.uri, "no such file or folder")
