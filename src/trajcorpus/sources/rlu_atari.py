@@ -20,11 +20,13 @@
 
   An episode's transitions are spread over every shard of its run, so a unit is a (game, run)
   *bucket*: it streams all of the run's shards and keeps the episodes whose uint64 id falls in its
-  bucket (``id % buckets``). Memory per unit is about (newest-frame PNG + ~200 bytes) per kept
+  bucket (``id % buckets``). Memory per unit is about (newest-frame PNG + ~400 bytes) per kept
   transition; the number of buckets is ``episode_buckets`` or ceil(run bytes / ``bucket_bytes``)
-  (default 1 GiB of compressed shards per bucket), so memory stays bounded at the price of reading
-  the run's shards once per bucket. ``order`` is the (shard, record) position of the episode's
-  earliest-stored transition (the layout records no collection order); ``episode_id = "{Game}/run_{R}/episode_{id}"``
+  (default 1 GiB of compressed shards per bucket: ~0.8M transitions, ~0.6 GB held, at the
+  fixture's ~1.3 kB per stored transition), so memory stays bounded at the price of reading the
+  run's shards once per bucket. For whole-run work the episode layout is the better input. ``order`` is the (shard, record) position of the episode's
+  earliest-stored transition (the layout records no collection order);
+  ``episode_id = "{Game}/run_{R}/episode_{id}"``
   with the uint64 id DeepMind's reader uses.
 
 Task = game, agent = run number (template fields ``task``/``game``, ``agent``/``run``).
