@@ -81,3 +81,46 @@ def test_debug_shows_traceback(tmp_path):
 def test_missing_output_folder_is_exit_2(capsys, cmd):
     code, _, err = run(capsys, *cmd)
     assert code == 2 and "/definitely/not" in err
+
+
+FIX = REPO / "tests" / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("kind", "uri", "n", "text"),
+    [
+        ("dqn-replay", FIX / "atari_dqn_replay" / "Breakout", None, False),
+        ("coco-captions", FIX / "image_caption" / "coco", 26, True),
+        ("rlds", FIX / "robot_stacking/rlds/dmc_jaco_stack_2_bricks_vision/1.0.0", 12, True),
+        ("d4rl", FIX / "mujoco/d4rl/hopper-mixed-v2.hdf5", 40, False),
+    ],
+)
+def test_episodes_json_lines_have_the_spec_fields(capsys, kind, uri, n, text):
+    import json
+
+    code, out, _ = run(capsys, "episodes", "--kind", kind, "--input", str(uri), "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    if n is not None:
+        assert len(rows) == n
+    for row in rows:
+        assert {"episode_id", "task", "agent", "length", "return", "observations"} <= set(row)
+        for spec in row["observations"].values():
+            assert {"shape", "dtype"} <= set(spec)
+        assert ("text" in row) == text
+    assert len({r["episode_id"] for r in rows}) == len(rows)
+
+
+def test_episodes_plain_lists_one_line_per_episode_and_reports_skips(capsys):
+    code, out, err = run(capsys, "episodes", "--kind", "img2dataset", "--input",
+                         str(FIX / "image_caption/img2dataset/output"))
+    assert code == 0
+    assert len(out.splitlines()) == 20
+    assert "skipped" in err and "[0000005]" in err and "404" in err
+
+
+def test_episodes_bad_input_is_one_line_exit_2(capsys, tmp_path):
+    bad = tmp_path / "x.hdf5"
+    bad.write_bytes(b"not hdf5 at all")
+    code, out, err = run(capsys, "episodes", "--kind", "d4rl", "--input", str(bad))
+    assert code == 2 and str(bad) in err and err.count("\n") == 1

@@ -111,7 +111,8 @@ def _cmd_episodes(args: argparse.Namespace) -> int:
     from .sources import open_source
 
     src = open_source(args.kind, args.input, options=_parse_options(args.option))
-    for ep in src.episodes():
+    skipped: list = []
+    for ep in src.episodes(skipped):
         if args.json:
             row = {"episode_id": ep.episode_id, "task": ep.task, "agent": ep.agent,
                    "length": ep.length, "return": ep.return_, "order": list(ep.order),
@@ -126,6 +127,8 @@ def _cmd_episodes(args: argparse.Namespace) -> int:
         else:
             print(f"{ep.episode_id}\ttask={ep.task}\tagent={ep.agent}\tlength={ep.length}\t"
                   f"return={ep.return_:g}")
+    for item in skipped:
+        print(f"trajcorpus: skipped {item.location}: {item.reason}", file=sys.stderr)
     return 0
 
 
@@ -139,8 +142,12 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from . import fs
+    from .errors import ShardError
     from .shards import verify_output
 
+    if not fs.exists(args.output):
+        raise ShardError(args.output, "no such output folder")
     report = verify_output(args.output)
     print(report.render())
     return 0 if report.ok else 1
@@ -195,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trajcorpus: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `trajcorpus episodes ... | head`: the reader went away, not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

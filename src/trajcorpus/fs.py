@@ -75,7 +75,13 @@ def local_path(uri: str) -> str:
 
 
 def open_uri(uri: str, mode: str = "rb", **kwargs: Any) -> IO:
-    """Open ``uri`` for streaming; the caller closes it (use ``with``)."""
+    """Open ``uri`` for streaming; the caller closes it (use ``with``).
+
+    Remote reads default to a read-ahead cache: gcsfs' default ("adaptive") prefetcher can wait
+    seconds when a file is closed, which made a 2 MB HDF5 read over gs:// take 12 s.
+    """
+    if "r" in mode and not is_local(uri):
+        kwargs.setdefault("cache_type", "readahead")
     return filesystem(uri).open(strip_scheme(uri), mode, **kwargs)
 
 

@@ -217,7 +217,9 @@ class Rejected:
     dataset: str
     location: str  # file/URI, offset or key: where a user finds it
     reason: str
-    kind: str = "episode"  # "episode" or "unit" (a whole file/checkpoint)
+    # "episode", "unit" (a whole file/checkpoint) or "missing" (a failure the producer recorded,
+    # e.g. an img2dataset download that returned 404: listed in the audit, not bad input)
+    kind: str = "episode"
     task: str = ""  # the task it would have belonged to, when the reader knows it
 
     def to_json(self) -> str:

@@ -104,11 +104,19 @@ class Source(abc.ABC):
         except TrajcorpusError as e:
             yield self.reject(unit.uri, str(e), kind="unit", task=unit.param("task", ""))
 
-    def episodes(self) -> Iterator[Episode]:
-        """Strict iteration: the first bad input raises (what ``trajcorpus episodes`` uses)."""
+    def episodes(self, skipped: list[Rejected] | None = None) -> Iterator[Episode]:
+        """Strict iteration (what ``trajcorpus episodes`` uses): the first bad input raises.
+
+        A ``Rejected`` of kind "missing" is a failure the producer itself recorded (an
+        img2dataset 404), not bad input: it is appended to ``skipped`` instead of raising.
+        """
         for unit in self.units():
             for item in self.read_unit(unit):
                 if isinstance(item, Rejected):
+                    if item.kind == "missing":
+                        if skipped is not None:
+                            skipped.append(item)
+                        continue
                     raise SourceError(item.location, item.reason)
                 yield item
 

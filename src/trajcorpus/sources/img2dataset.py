@@ -88,7 +88,8 @@ class Img2DatasetSource(Source):
         for key, (ok, message) in status.items():
             if not ok:
                 yield self.reject(f"{unit.param('parquet')} [{key}]",
-                                  f"img2dataset could not fetch this sample: {message}", task=task)
+                                  f"img2dataset could not fetch this sample: {message}",
+                                  kind="missing", task=task)
         seen: set[str] = set()
         if unit.uri:
             yield from self._samples(unit, seen)
