@@ -46,7 +46,8 @@ def mu_law_transform(x, *, dtype=None) -> np.ndarray:
     """F(x) = sgn(x) log(|x| mu + 1) / log(M mu + 1), elementwise, without clipping."""
     a = np.asarray(x)
     y = np.abs(a).astype(dtype or _work_dtype(a), copy=True)
-    y *= MU
+    with np.errstate(over="ignore"):  # |x| mu beyond the float range is inf: F = +-1 after all
+        y *= MU
     np.log1p(y, out=y)
     y /= _LOG_DENOM
     np.copysign(y, a, out=y)
@@ -71,13 +72,11 @@ def encode_continuous(x, mu_law: bool = True, *, field: str = "value") -> np.nda
     clipped. NaN is an error (a TokenizeError naming ``field`` and the index); +-inf clip.
     """
     a = _as_numeric(x, field)
-    if mu_law:
-        y = mu_law_transform(a)
-    else:
-        y = a.astype(_work_dtype(a), copy=True)
-    # clip(y, -1, 1) then floor((y + 1) * 512) then min 1023 == floor(clip(y*512 + 512, 0, 1023))
-    y *= _HALF_BINS
-    y += _HALF_BINS
+    with np.errstate(over="ignore"):  # huge values overflow to +-inf, which then clip
+        y = mu_law_transform(a) if mu_law else a.astype(_work_dtype(a), copy=True)
+        # clip(y, -1, 1), floor((y + 1) * 512), min 1023 == floor(clip(y*512 + 512, 0, 1023))
+        y *= _HALF_BINS
+        y += _HALF_BINS
     np.clip(y, 0, NUM_BINS - 1, out=y)
     if np.isnan(y).any():
         idx = tuple(int(i) for i in np.argwhere(np.isnan(a))[0])
