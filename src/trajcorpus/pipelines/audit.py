@@ -1,0 +1,116 @@
+"""The audit record (SPEC section 7), assembled from the job's small results and checked.
+
+``OUT/audit/{config}.json`` is keyed by task; ``{config}.rejected.jsonl`` lists every quarantined
+input; ``{config}.episodes.jsonl`` lists every read episode with its keep decision. The identity
+read = rejected + filtered + kept is checked here, and the per-episode keep decisions are checked
+against the filter's counts, before the job declares success.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from .. import fs
+from ..errors import TrajcorpusError
+from .filter import FilterResult, is_kept
+from .stages import MODALITY_NAMES, UNATTRIBUTED
+
+__all__ = ["AUDIT_KEYS", "build_audit", "check_audit", "audit_paths", "stitch_episodes",
+           "stitch_rejected", "write_json"]
+
+AUDIT_KEYS = ("read", "rejected", "filtered", "kept", "episodes_total", "window",
+              "best_window_start", "expert_return", "threshold", "sequences",
+              "prompted_sequences", "tokens")
+
+
+def audit_paths(output: str, config: str) -> dict[str, str]:
+    base = fs.join(output, "audit", config)
+    return {"audit": f"{base}.json", "rejected": f"{base}.rejected.jsonl",
+            "episodes": f"{base}.episodes.jsonl"}
+
+
+def build_audit(filters: Mapping[str, FilterResult], episodes: Mapping[str, int],
+                rejected: Mapping[str, int], stats: Mapping[str, dict]) -> dict[str, dict]:
+    """task -> the SPEC section 7 record, for every task seen anywhere (sorted by task)."""
+    tasks = sorted(set(filters) | set(episodes) | set(rejected) | set(stats))
+    out = {}
+    for task in tasks:
+        f = filters.get(task)
+        s = stats.get(task, {})
+        tokens = s.get("tokens", [0] * len(MODALITY_NAMES))
+        n_ep = int(episodes.get(task, 0))
+        n_rej = int(rejected.get(task, 0))
+        out[task] = {
+            "read": n_ep + n_rej,
+            "rejected": n_rej,
+            "filtered": f.filtered if f else 0,
+            "kept": f.kept if f else 0,
+            "episodes_total": f.episodes_total if f else 0,
+            "window": f.window if f else None,
+            "best_window_start": f.best_window_start if f else None,
+            "expert_return": f.expert_return if f else None,
+            "threshold": f.threshold if f else None,
+            "sequences": int(s.get("sequences", 0)),
+            "prompted_sequences": int(s.get("prompted_sequences", 0)),
+            "tokens": {name: int(n) for name, n in zip(MODALITY_NAMES, tokens, strict=True)},
+        }
+    return out
+
+
+def check_audit(config: str, audit: Mapping[str, dict], episodes: Mapping[str, int]) -> None:
+    """Raise unless every task satisfies read = rejected + filtered + kept and the filter saw
+    exactly the episodes that were read."""
+    for task, a in audit.items():
+        if a["read"] != a["rejected"] + a["filtered"] + a["kept"]:
+            raise TrajcorpusError(f"audit {config} task {task!r}", (
+                f"read {a['read']} != rejected {a['rejected']} + filtered {a['filtered']} + "
+                f"kept {a['kept']}"))
+        if a["episodes_total"] != int(episodes.get(task, 0)):
+            raise TrajcorpusError(f"audit {config} task {task!r}", (
+                f"the filter saw {a['episodes_total']} episodes but {episodes.get(task, 0)} "
+                "were read"))
+    if UNATTRIBUTED in audit and audit[UNATTRIBUTED]["read"] != audit[UNATTRIBUTED]["rejected"]:
+        raise TrajcorpusError(f"audit {config}", "unattributed inputs must all be rejected")
+
+
+def stitch_episodes(parts: Iterable[str], out_uri: str, thresholds: Mapping[str, float | None]
+                    ) -> Counter:
+    """Concatenate the per-unit episode lists in unit order, adding each keep decision.
+
+    Returns kept counts per task, which the caller compares with the filter's own counts.
+    """
+    kept: Counter = Counter()
+    tmp = f"{out_uri}.tmp"
+    with fs.open_uri(tmp, "wb") as out:
+        for uri in parts:
+            with fs.open_uri(uri, "rb") as f:
+                for line in f:
+                    row = json.loads(line)
+                    row["kept"] = is_kept(row["return"], thresholds.get(row["task"]))
+                    kept[row["task"]] += row["kept"]
+                    out.write((json.dumps(row, sort_keys=True) + "\n").encode("utf-8"))
+    fs.rename(tmp, out_uri)
+    return kept
+
+
+def stitch_rejected(parts: Iterable[str], out_uri: str) -> int:
+    """Concatenate the per-unit rejected lists in unit order; returns the line count."""
+    n = 0
+    tmp = f"{out_uri}.tmp"
+    with fs.open_uri(tmp, "wb") as out:
+        for uri in parts:
+            with fs.open_uri(uri, "rb") as f:
+                for line in f:
+                    out.write(line)
+                    n += 1
+    fs.rename(tmp, out_uri)
+    return n
+
+
+def write_json(uri: str, data: object) -> None:
+    tmp = f"{uri}.tmp"
+    with fs.open_uri(tmp, "wb") as f:
+        f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    fs.rename(tmp, uri)

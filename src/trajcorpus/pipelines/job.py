@@ -1,0 +1,546 @@
+"""The Beam job (SPEC section 1): read -> filter -> tokenize -> sequences -> shards -> manifest.
+
+Graph (only small records cross a shuffle; see :mod:`.stages`)::
+
+  units --Reshuffle--> ReadUnit ---- windows (refs to spilled tokens) ----------------+
+     |                    |-- summaries --GroupByKey(task)--> filter --> thresholds ---|(side)
+     |                    |-- summaries(kept) --CombinePerKey(bottom-k)--> candidates -|(side)
+     |                    `-- rejected counts                                          |
+     `--(text datasets) ExtractTexts --> distinct --> train SentencePiece --> (side) ReadUnit
+  kept windows --> prompt requests --CoGroupByKey(prompt episode id)--> prompt refs
+  kept windows + prompt refs --CoGroupByKey(shard = hash(key) % n)--> WriteShard
+
+The driver then stitches the audit files, checks read = rejected + filtered + kept, writes the
+manifest (last) and the dataset card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    TestOptions,
+)
+
+from .. import __version__, fs
+from ..errors import TrajcorpusError
+from ..schemas.catalog import DatasetEntry, load_catalog
+from ..schemas.episode import Rejected
+from ..sources.base import Unit
+from . import audit as audit_mod
+from .filter import FilterResult, is_kept
+from .stages import (
+    MODALITY_NAMES,
+    BottomK,
+    ExtractTexts,
+    JobSpec,
+    ReadUnit,
+    WriteShard,
+    filter_group,
+    make_request,
+    resolve_prompts,
+    say,
+    shard_of,
+)
+
+__all__ = ["DEFAULT_SHARD_BYTES", "FORMATS", "JobResult", "TrajcorpusOptions", "run_job",
+           "run_dataset", "build_pipeline", "finalize", "make_spec", "pipeline_options"]
+
+DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+FORMATS = {"webdataset": ("webdataset",), "parquet": ("parquet",),
+           "both": ("parquet", "webdataset")}
+TMP_DIR = ".trajcorpus-tmp"
+RESULT_FILE = "result.json"
+
+
+class TrajcorpusOptions(PipelineOptions):
+    """Job settings that are not catalog settings (pass them like Beam flags)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument("--shard_bytes", type=int, default=DEFAULT_SHARD_BYTES,
+                            help="target encoded bytes per shard (default 256 MiB)")
+
+
+@dataclasses.dataclass
+class JobResult:
+    """What the run produced (also printed as the final summary)."""
+
+    config: str
+    output: str
+    audit: dict[str, dict]
+    files: list[dict]
+    text_model: dict | None
+    seconds: float
+    dry_run: bool = False
+    graph: list[str] = dataclasses.field(default_factory=list)  # transform names (dry runs)
+
+    def total(self, key: str) -> int:
+        return sum(int(a[key]) for a in self.audit.values())
+
+    def tokens(self) -> dict[str, int]:
+        return {m: sum(a["tokens"][m] for a in self.audit.values()) for m in MODALITY_NAMES}
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return f"{self.config}: dry run, job graph built, nothing executed"
+        size = sum(f["bytes"] for f in self.files)
+        toks = ", ".join(f"{m} {n:,}" for m, n in self.tokens().items() if n)
+        return "\n".join([
+            f"{self.config}: done in {self.seconds:.1f}s -> {self.output}",
+            f"  episodes: read {self.total('read'):,} (kept {self.total('kept'):,}, filtered "
+            f"{self.total('filtered'):,}, rejected {self.total('rejected'):,}) in "
+            f"{len(self.audit)} task(s)",
+            f"  sequences: {self.total('sequences'):,} ({self.total('prompted_sequences'):,} "
+            "with a prompt)",
+            f"  tokens: {toks}",
+            f"  output: {len(self.files)} shard file(s), {size / 1e6:.1f} MB; audit in "
+            f"{fs.join(self.output, 'audit', self.config + '.json')}",
+            f"  card: {fs.join(self.output, 'README.md')}",
+        ])
+
+
+# --- options and runners -----------------------------------------------------------------------
+
+def _has_flag(args: Sequence[str], name: str) -> bool:
+    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
+
+
+def pipeline_options(runner: str, beam_args: Sequence[str]) -> PipelineOptions:
+    """Beam options for ``runner``; the DirectRunner defaults to one process per core."""
+    args = list(beam_args)
+    if runner == "DirectRunner":
+        if not _has_flag(args, "direct_running_mode"):
+            args.append("--direct_running_mode=multi_processing")
+        if not _has_flag(args, "direct_num_workers"):
+            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    elif runner == "DataflowRunner":
+        args.append("--runner=DataflowRunner")
+    else:
+        raise TrajcorpusError("--runner", f"unknown runner {runner!r} "
+                              "(DirectRunner or DataflowRunner)")
+    return PipelineOptions(args)
+
+
+def _runner(runner: str) -> Any:
+    """The DirectRunner is pinned to Beam's FnApiRunner: Beam 2.77's DirectRunner would first try
+    the Prism runner, which downloads a Go binary (impossible offline)."""
+    if runner == "DirectRunner":
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+    return None  # taken from --runner
+
+
+# --- planning ----------------------------------------------------------------------------------
+
+def make_spec(entry: DatasetEntry, uri: str, output: str, seed: int, fmt: str, num_units: int,
+              shard_bytes: int, progress: bool) -> JobSpec:
+    if fmt not in FORMATS:
+        raise TrajcorpusError("--format", f"expected one of {sorted(FORMATS)}, got {fmt!r}")
+    if shard_bytes <= 0:
+        raise TrajcorpusError("--shard_bytes", f"must be positive, got {shard_bytes}")
+    return JobSpec(
+        config=entry.id, kind=entry.kind, uri=uri, options=dict(entry.options),
+        task_template=entry.task, agent_template=entry.agent, filter=entry.filter,
+        tokenize=entry.tokenize, sequence=entry.sequence, seed=int(seed), formats=FORMATS[fmt],
+        output=output, tmp=fs.join(output, TMP_DIR, entry.id), shard_bytes=int(shard_bytes),
+        num_units=num_units, progress=progress,
+        entry={**entry.model_dump(mode="json"), "uri": uri})
+
+
+def _probe_has_text(spec: JobSpec, units: Sequence[Unit], limit: int = 3) -> bool:
+    """Whether the corpus has text to tokenize: looks at the first episode found in the first
+    few units (image-caption and instruction datasets have text in every record)."""
+    source = spec.open_source()
+    for unit in units[:limit]:
+        for item in source.read_unit_safely(unit):
+            if isinstance(item, Rejected):
+                continue
+            names = [n for n, k in item.observation_kinds.items() if k == "text"]
+            if spec.tokenize.text_fields is not None:
+                names = [n for n in names if n in spec.tokenize.text_fields]
+            return bool(names)
+    return False
+
+
+def _text_model_uri(spec: JobSpec) -> str:
+    return fs.join(spec.output, "tokenizer", f"{spec.config}.model")
+
+
+def _install_text_model(spec: JobSpec, src: str) -> dict:
+    """Copy a catalog-given SentencePiece model into OUT (so the output decodes on its own)."""
+    from ..tokenizers import TextTokenizer
+
+    tok = TextTokenizer.load(src)
+    dst = _text_model_uri(spec)
+    fs.makedirs(fs.join(spec.output, "tokenizer"))
+    tok.save(dst)
+    return {"uri": dst, "path": f"tokenizer/{spec.config}.model", "sha256": tok.sha256,
+            "vocab_size": tok.vocab_size, "trained": False, "source": src}
+
+
+def _train_text_model(spec: JobSpec, texts: list[str]) -> dict | None:
+    """Train the corpus's SentencePiece model from its distinct texts, sorted (deterministic).
+
+    The vocabulary is the catalog's size, or the largest the corpus supports when smaller.
+    """
+    from ..tokenizers import train_text_model
+
+    texts = sorted(set(texts))
+    if not texts:
+        return None
+    dst = _text_model_uri(spec)
+    fs.makedirs(fs.join(spec.output, "tokenizer"))
+    settings = spec.tokenize.text_model
+    tok = train_text_model(texts, dst, vocab_size=settings.vocab_size,
+                           model_type=settings.model_type, fit_vocab=True)
+    say(spec, f"trained the text model ({tok.vocab_size} pieces) on {len(texts)} distinct "
+        f"texts -> {dst}")
+    return {"uri": dst, "path": f"tokenizer/{spec.config}.model", "sha256": tok.sha256,
+            "vocab_size": tok.vocab_size, "trained": True, "texts": len(texts)}
+
+
+# --- the graph ---------------------------------------------------------------------------------
+
+def build_pipeline(p: beam.Pipeline, spec: JobSpec, units: Sequence[Unit],
+                   text_model: dict | None, train_text: bool) -> None:
+    """Add the whole job to ``p``; the last step writes the small results file for the driver."""
+    units_pc = p | "Units" >> beam.Create(list(units)) | "SpreadUnits" >> beam.Reshuffle()
+
+    text_side: Any = text_model
+    if train_text:
+        text_side = beam.pvalue.AsSingleton(
+            units_pc
+            | "ExtractTexts" >> beam.ParDo(ExtractTexts(spec))
+            | "DistinctTexts" >> beam.Distinct()
+            | "AllTexts" >> beam.combiners.ToList()
+            | "TrainTextModel" >> beam.Map(lambda texts: _train_text_model(spec, texts)))
+
+    read = units_pc | "ReadTokenizeSpill" >> beam.ParDo(ReadUnit(spec), text_side).with_outputs(
+        "summary", "rejected", main="windows")
+    windows, summaries, rejected = read.windows, read.summary, read.rejected
+
+    filters = (summaries
+               | "ByTask" >> beam.Map(lambda r: (r.task, r))
+               | "GroupByTask" >> beam.GroupByKey()
+               | "Filter" >> beam.MapTuple(lambda task, rows: filter_group(spec, task, rows)))
+    thresholds = beam.pvalue.AsDict(
+        filters | "Thresholds" >> beam.MapTuple(lambda task, f: (task, f.threshold)))
+
+    def kept(r, thr) -> bool:
+        return r.vl or is_kept(r.return_, thr.get(r.task))
+
+    candidates = beam.pvalue.AsDict(
+        summaries
+        | "KeptControl" >> beam.Filter(lambda r, thr: not r.vl and kept(r, thr), thresholds)
+        | "ByAgent" >> beam.Map(lambda r: ((r.task, r.agent), r.episode_id))
+        | "PromptCandidates" >> beam.CombinePerKey(BottomK(spec.seed)))
+
+    kept_windows = windows | "KeepWindows" >> beam.Filter(kept, thresholds)
+
+    requests = (kept_windows
+                | "Prompted" >> beam.Filter(lambda r: r.wants_prompt)
+                | "ChoosePrompt" >> beam.Map(lambda r, c: make_request(spec, r, c), candidates))
+
+    def is_candidate(r, cands) -> bool:
+        return not r.vl and r.episode_id in cands.get((r.task, r.agent), ())
+
+    cand_windows = (kept_windows
+                    | "CandidateWindows" >> beam.Filter(is_candidate, candidates)
+                    | "WindowsById" >> beam.Map(lambda r: (r.episode_id, (
+                        r.first_step, r.last_step, r.max_step_tokens, r.uri, r.offset,
+                        r.length))))
+    prompt_refs = ({"requests": requests, "windows": cand_windows}
+                   | "JoinPrompts" >> beam.CoGroupByKey()
+                   | "ResolvePrompts" >> beam.FlatMap(lambda e: resolve_prompts(spec, e)))
+
+    n_pc = (kept_windows
+            | "EstBytes" >> beam.Map(lambda r: r.est_bytes)
+            | "TotalBytes" >> beam.CombineGlobally(sum)
+            | "NumShards" >> beam.Map(lambda b: max(1, math.ceil(b / spec.shard_bytes))))
+    n_side = beam.pvalue.AsSingleton(n_pc)
+    by_shard = {
+        "seq": kept_windows | "SeqByShard" >> beam.Map(lambda r, n: (shard_of(r.key, n), r),
+                                                       n_side),
+        "prompt": prompt_refs | "PromptByShard" >> beam.Map(
+            lambda kv, n: (shard_of(kv[0], n), kv), n_side),
+        "slot": n_pc | "ShardSlots" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)]),
+    }
+    written = (by_shard
+               | "GroupByShard" >> beam.CoGroupByKey()
+               | "WriteShards" >> beam.ParDo(WriteShard(spec), n_side).with_outputs(
+                   "stats", main="files"))
+
+    stats = (written.stats
+             | "StatsByTask" >> beam.CombinePerKey(_merge_stats))
+    pieces = [
+        filters | "FilterPiece" >> beam.MapTuple(lambda t, f: ("filter", t, f.to_json())),
+        summaries | "EpisodeOnes" >> beam.Map(lambda r: (r.task, 1))
+        | "EpisodeCount" >> beam.CombinePerKey(sum)
+        | "EpisodesPiece" >> beam.MapTuple(lambda t, n: ("episodes", t, n)),
+        rejected | "RejectedCount" >> beam.CombinePerKey(sum)
+        | "RejectedPiece" >> beam.MapTuple(lambda t, n: ("rejected", t, n)),
+        stats | "StatsPiece" >> beam.MapTuple(lambda t, s: ("stats", t, s)),
+        written.files | "FilePiece" >> beam.Map(lambda f: ("file", f["path"], f)),
+        n_pc | "ShardsPiece" >> beam.Map(lambda n: ("num_shards", "", n)),
+    ]
+    if train_text:
+        pieces.append(p | "TextModelSeed" >> beam.Create([None])
+                      | "TextModelPiece" >> beam.Map(lambda _, m: ("text_model", "", m),
+                                                     text_side))
+    (pieces
+     | "AllPieces" >> beam.Flatten()
+     | "CollectPieces" >> beam.combiners.ToList()
+     | "WriteResults" >> beam.Map(lambda items: _write_results(spec, items)))
+
+
+def _merge_stats(items) -> dict:
+    out = {"sequences": 0, "prompted_sequences": 0, "tokens": [0] * len(MODALITY_NAMES)}
+    for s in items:
+        out["sequences"] += s["sequences"]
+        out["prompted_sequences"] += s["prompted_sequences"]
+        out["tokens"] = [a + b for a, b in zip(out["tokens"], s["tokens"], strict=True)]
+    return out
+
+
+def _write_results(spec: JobSpec, items: list) -> None:
+    data: dict[str, Any] = {"filter": {}, "episodes": {}, "rejected": {}, "stats": {},
+                            "files": [], "num_shards": None, "text_model": None}
+    for kind, name, value in items:
+        if kind in ("num_shards", "text_model"):
+            data[kind] = value
+        elif kind == "file":
+            data["files"].append(value)
+        else:
+            data[kind][name] = value
+    data["files"].sort(key=lambda f: f["path"])
+    audit_mod.write_json(fs.join(spec.tmp, RESULT_FILE), data)
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+def run_job(*, catalog: str, dataset: str, output: str, input_uri: str | None = None,
+            seed: int = 0, fmt: str = "both", runner: str = "DirectRunner",
+            beam_args: Sequence[str] = (), progress: bool = True) -> JobResult:
+    """Run the job for one catalog dataset into ``output`` and return its summary.
+
+    Re-running into the same output replaces this config's files only.
+    """
+    return run_dataset(catalog=catalog, dataset=dataset, output=output, input_uri=input_uri,
+                       seed=seed, fmt=fmt, runner=runner, beam_args=beam_args,
+                       progress=progress)
+
+
+def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | None = None,
+                seed: int = 0, fmt: str = "both", runner: str = "DirectRunner",
+                beam_args: Sequence[str] = (), progress: bool = True,
+                card: bool = True) -> JobResult:
+    """:func:`run_job` with ``card=False`` to skip the dataset card (the demo writes it once)."""
+    t0 = time.time()
+    cat = load_catalog(catalog)
+    entry = cat.get(dataset)
+    uri = input_uri or cat.uri_of(entry)
+    options = pipeline_options(runner, beam_args)
+    shard_bytes = options.view_as(TrajcorpusOptions).shard_bytes
+    dry_run = bool(options.view_as(TestOptions).dry_run)
+    output = output.rstrip("/") if len(output) > 1 else output
+    if runner == "DataflowRunner" and fs.is_local(output) and not dry_run:
+        raise TrajcorpusError("--output", "DataflowRunner workers cannot write to a local "
+                              f"path ({output}); use a gs:// folder")
+    if progress:
+        _quiet_beam_logs()
+    source_spec = make_spec(entry, uri, output, seed, fmt, 0, shard_bytes, progress)
+    units = source_spec.open_source().units()
+    if not units:
+        raise TrajcorpusError(uri, "the source has no units of work")
+    spec = dataclasses.replace(source_spec, num_units=len(units))
+    say(spec, f"{len(units)} unit(s) of work from {uri}")
+
+    text_model: dict | None = None
+    train_text = False
+    if entry.tokenize.text_model.path:
+        src = _resolve(cat, entry.tokenize.text_model.path)
+        text_model = {"uri": src} if dry_run else _install_text_model(spec, src)
+    elif _probe_has_text(spec, units):
+        train_text = True
+    if not dry_run:
+        fs.remove(spec.tmp)
+        fs.makedirs(fs.join(spec.tmp, "units"))
+
+    p = beam.Pipeline(runner=_runner(runner), options=options)
+    build_pipeline(p, spec, units, text_model, train_text)
+    mode = options.view_as(DirectOptions)
+    say(spec, f"running on {runner}" + (
+        f" ({mode.direct_num_workers} worker(s), {mode.direct_running_mode})"
+        if runner == "DirectRunner" else ""))
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except TrajcorpusError:
+        raise
+    except Exception as e:  # a worker's error arrives wrapped in the runner's own
+        raise TrajcorpusError(f"job {spec.config}", f"pipeline failed: {_root_cause(e)}") from e
+    if dry_run:
+        return JobResult(spec.config, output, {}, [], text_model, time.time() - t0, dry_run=True,
+                         graph=_graph_names(result))
+    job = finalize(spec, units, time.time() - t0, card=card)
+    if progress:
+        print(job.summary(), file=sys.stderr, flush=True)
+    return job
+
+
+def _root_cause(e: BaseException) -> str:
+    """The most useful line of a runner's error: our own error's message when there is one."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    ours = [ln for ln in lines if "trajcorpus.errors." in ln]
+    if ours:
+        return ours[-1].split("trajcorpus.errors.", 1)[1]
+    return lines[-1] if lines else type(e).__name__
+
+
+def _graph_names(result: Any) -> list[str]:
+    """Transform names of the job a dry run built (the Dataflow job's pipeline proto)."""
+    proto = getattr(getattr(result, "job", None), "proto_pipeline", None)
+    if proto is None:
+        return []
+    return sorted(t.unique_name for t in proto.components.transforms.values())
+
+
+def _resolve(cat, path: str) -> str:
+    if "://" in path or os.path.isabs(path) or cat.path is None:
+        return path
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(cat.path)), path))
+
+
+def _quiet_beam_logs() -> None:
+    """Keep the terminal for progress lines: Beam's info chatter and the local workers'
+    start-up warnings are hidden; errors still show."""
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+
+
+def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = True
+             ) -> JobResult:
+    """After the pipeline: audit files, checks, stale-file removal, manifest (last), card."""
+    from ..shards.manifest import write_manifest
+
+    res_uri = fs.join(spec.tmp, RESULT_FILE)
+    if not fs.exists(res_uri):
+        raise TrajcorpusError(res_uri, "the pipeline finished without writing its results")
+    with fs.open_uri(res_uri, "rb") as f:
+        res = json.load(f)
+    filters = {t: FilterResult(**v) for t, v in res["filter"].items()}
+    audit = audit_mod.build_audit(filters, res["episodes"], res["rejected"], res["stats"])
+    audit_mod.check_audit(spec.config, audit, res["episodes"])
+
+    paths = audit_mod.audit_paths(spec.output, spec.config)
+    fs.makedirs(fs.join(spec.output, "audit"))
+    thresholds = {t: f.threshold for t, f in filters.items()}
+    kept = audit_mod.stitch_episodes(
+        [spec.unit_file(u, "episodes.jsonl") for u in units], paths["episodes"], thresholds)
+    for task, f in filters.items():
+        if kept.get(task, 0) != f.kept:
+            raise TrajcorpusError(f"audit {spec.config} task {task!r}", (
+                f"per-episode keep decisions give {kept.get(task, 0)} kept, the filter "
+                f"{f.kept}"))
+    n_rej = audit_mod.stitch_rejected(
+        [spec.unit_file(u, "rejected.jsonl") for u in units], paths["rejected"])
+    if n_rej != sum(a["rejected"] for a in audit.values()):
+        raise TrajcorpusError(f"audit {spec.config}", "rejected list and counts disagree")
+    _check_files(spec, audit, res["files"], res["num_shards"])
+    audit_mod.write_json(paths["audit"], audit)
+
+    files = res["files"]
+    _remove_stale_shards(spec, {f["path"] for f in files})
+    text_model = res.get("text_model") if res.get("text_model") is not None else None
+    info = _manifest_info(spec, text_model, res["num_shards"])
+    write_manifest(spec.output, [_shard_file(f) for f in files], spec.config, info)
+    fs.remove(spec.tmp)
+    _remove_if_empty(fs.join(spec.output, TMP_DIR))
+    if card:
+        say(spec, f"dataset card: {_write_card(spec)}")
+    return JobResult(spec.config, spec.output, audit, files, text_model, seconds)
+
+
+def _check_files(spec: JobSpec, audit: dict, files: list[dict], num_shards: int) -> None:
+    sequences = sum(a["sequences"] for a in audit.values())
+    for fmt in spec.formats:
+        mine = [f for f in files if f["format"] == fmt]
+        if len(mine) != num_shards:
+            raise TrajcorpusError(f"output {spec.config}",
+                                  f"{len(mine)} {fmt} shards written, {num_shards} planned")
+        if sum(f["examples"] for f in mine) != sequences:
+            raise TrajcorpusError(f"output {spec.config}", (
+                f"{fmt} shards hold {sum(f['examples'] for f in mine)} examples but "
+                f"{sequences} sequences were built"))
+
+
+def _shard_file(record: dict) -> Any:
+    from ..shards.writer import ShardFile
+
+    return ShardFile.from_dict(record)
+
+
+def _remove_stale_shards(spec: JobSpec, keep: set[str]) -> None:
+    """Shards of this config left by an earlier run with another shard count or format."""
+    from ..shards.layout import config_dir
+
+    folder = fs.join(spec.output, config_dir(spec.config))
+    if not fs.exists(folder):
+        return
+    for uri in fs.listdir(folder):
+        rel = f"{config_dir(spec.config)}/{uri.rstrip('/').rsplit('/', 1)[-1]}"
+        if rel not in keep:
+            fs.remove(uri)
+
+
+def _remove_if_empty(uri: str) -> None:
+    try:
+        if fs.exists(uri) and not fs.listdir(uri):
+            fs.remove(uri)
+    except (OSError, FileNotFoundError):
+        pass
+
+
+def _manifest_info(spec: JobSpec, text_model: dict | None, num_shards: int) -> dict:
+    return {
+        "catalog_entry": spec.entry,
+        "settings": {"filter": spec.filter.model_dump(mode="json"),
+                     "tokenize": spec.tokenize.model_dump(mode="json"),
+                     "sequence": spec.sequence.model_dump(mode="json"),
+                     "shard_bytes": spec.shard_bytes, "formats": list(spec.formats),
+                     "prompt_candidates_per_agent": _candidates_k()},
+        "sequence_length": spec.sequence.length,
+        "seed": spec.seed,
+        "code_version": __version__,
+        "num_shards": num_shards,
+        "text_model": None if text_model is None else {
+            k: v for k, v in text_model.items() if k != "uri"},
+        "tokenizer_sha256": None if text_model is None else text_model["sha256"],
+        "audit": f"audit/{spec.config}.json",
+    }
+
+
+def _candidates_k() -> int:
+    from .prompts import CANDIDATES_PER_AGENT
+
+    return CANDIDATES_PER_AGENT
+
+
+def _write_card(spec: JobSpec) -> str | None:
+    from ..cards import write_card
+
+    write_card(spec.output)
+    return fs.join(spec.output, "README.md")
