@@ -1,0 +1,89 @@
+"""The Hugging Face side of OUT: the README ``configs:`` entries and the upload.
+
+SPEC: one config per catalog dataset. ``datasets`` (checked on 5.2) picks ONE builder for a whole
+folder or repo, from the file extensions of the first config's ``data_files``; a Parquet config
+and a WebDataset config cannot both load from the same folder by name. So every config points
+at the folder's primary format: Parquet when every config has Parquet shards (the default:
+``datasets`` streams it typed and far faster than tar), else WebDataset when every config has
+tar shards. The tar shards of a config written in both formats load with the generic builder:
+``load_dataset("webdataset", data_files=webdataset_data_files(manifest, config), ...)``.
+"""
+
+from __future__ import annotations
+
+from .. import fs
+from ..errors import ShardError
+from .layout import FORMATS, config_dir
+from .manifest import Manifest, read_manifest, verify_output
+
+__all__ = ["hub_configs", "primary_format", "webdataset_data_files", "publish", "README"]
+
+README = "README.md"
+
+
+def _data_files(config: str, fmt: str, splits: list[str]) -> list[dict]:
+    ext = FORMATS[fmt]
+    return [{"split": s, "path": f"{config_dir(config)}/{s}-*.{ext}"} for s in splits]
+
+
+def primary_format(manifest: Manifest) -> str:
+    """The format every hub config of this folder loads (see the module docstring)."""
+    with_files = {c: set(manifest.formats(c)) for c in manifest.configs if manifest.formats(c)}
+    for fmt in ("parquet", "webdataset"):
+        if with_files and all(fmt in f for f in with_files.values()):
+            return fmt
+    if not with_files:
+        raise ShardError(manifest.uri or "manifest", "lists no shards")
+    only = {c: sorted(f)[0] for c, f in with_files.items() if len(f) == 1}
+    raise ShardError(manifest.uri or "manifest", "configs with no format in common cannot "
+                     f"share a folder ({only}): datasets loads one format per folder; rerun "
+                     "one of them with --format both or into another folder")
+
+
+def hub_configs(manifest: Manifest) -> list[dict]:
+    """The README YAML ``configs:`` list that makes ``load_dataset(OUT, CONFIG, split=...)``
+    find each config's shards, locally and on the hub."""
+    fmt = primary_format(manifest)
+    entries = []
+    for config in sorted(manifest.configs):
+        splits = sorted({f.split for f in manifest.files_of(config, fmt=fmt)})
+        if splits:
+            entries.append({"config_name": config,
+                            "data_files": _data_files(config, fmt, splits)})
+    return entries
+
+
+def webdataset_data_files(manifest: Manifest, config: str) -> dict[str, str]:
+    """split -> glob (relative to OUT) of a config's tar shards, for
+    ``load_dataset("webdataset", data_files=...)``; prefix OUT or ``hf://datasets/REPO/``."""
+    return {e["split"]: e["path"] for e in _data_files(
+        config, "webdataset", manifest.splits(config)) if manifest.files_of(
+            config, e["split"], "webdataset")}
+
+
+def publish(out: str, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Upload a finished, verified local OUT folder as the dataset repo ``repo_id``; returns
+    the repo URL.
+
+    Refuses unfinished or damaged folders (verify_output must pass) and folders without the
+    dataset card, whose ``configs:`` is what makes the hub copy loadable.
+    """
+    from huggingface_hub import HfApi
+
+    if not fs.is_local(out):
+        raise ShardError(out, "publish uploads a local folder; copy the output locally first "
+                         "(e.g. gcloud storage cp -r)")
+    report = verify_output(out)
+    if not report.ok:
+        raise ShardError(out, "refusing to publish: " + "; ".join(report.problems[:3]))
+    readme = fs.join(out, README)
+    if not fs.exists(readme):
+        raise ShardError(readme, "missing: write the dataset card first (trajcorpus card OUT)")
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(
+        folder_path=fs.local_path(out), repo_id=repo_id, repo_type="dataset",
+        commit_message=f"trajcorpus: {', '.join(sorted(read_manifest(out).configs))}",
+        ignore_patterns=["*.tmp-*", "**/.cache/**", ".cache/**"],
+    )
+    return str(url)

@@ -1,0 +1,73 @@
+"""Where shards live under OUT, and which Hugging Face config loads them.
+
+``OUT/data/{config}/{split}-{i:05d}-of-{n:05d}.{tar|parquet}``: one folder per config (catalog
+dataset), both formats side by side, told apart by extension. The hub configs are derived from
+this layout in :mod:`.hub`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import ShardError
+
+__all__ = ["FORMATS", "EXTENSIONS", "DATA_DIR", "ShardName", "shard_relpath",
+           "parse_relpath", "check_config_name", "check_split_name", "config_dir"]
+
+FORMATS = {"webdataset": "tar", "parquet": "parquet"}  # format -> file extension
+EXTENSIONS = {ext: fmt for fmt, ext in FORMATS.items()}
+DATA_DIR = "data"
+_CONFIG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")  # datasets requires \w+ split names
+_NAME_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<i>\d{5,})-of-(?P<n>\d{5,})\."
+                      r"(?P<ext>tar|parquet)$")
+
+
+@dataclass(frozen=True)
+class ShardName:
+    config: str
+    split: str
+    format: str
+    index: int
+    count: int
+
+
+def check_config_name(config: str) -> str:
+    if not isinstance(config, str) or not _CONFIG_RE.match(config) or ".." in config:
+        raise ShardError(f"config {config!r}", "must be letters, digits, '_', '-' or '.' "
+                         "(it names a folder and a Hugging Face config)")
+    return config
+
+
+def check_split_name(split: str) -> str:
+    if not isinstance(split, str) or not _SPLIT_RE.match(split):
+        raise ShardError(f"split {split!r}", "must be letters, digits or '_' (datasets' rule)")
+    return split
+
+
+def config_dir(config: str) -> str:
+    return f"{DATA_DIR}/{check_config_name(config)}"
+
+
+def shard_relpath(config: str, split: str, fmt: str, index: int, count: int) -> str:
+    """``data/{config}/{split}-{index:05d}-of-{count:05d}.{ext}``, relative to OUT."""
+    if fmt not in FORMATS:
+        raise ShardError(f"format {fmt!r}", f"expected one of {sorted(FORMATS)}")
+    if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+        raise ShardError(f"shard {index} of {count}", "need 0 <= index < count")
+    return (f"{config_dir(config)}/{check_split_name(split)}-{index:05d}-of-{count:05d}."
+            f"{FORMATS[fmt]}")
+
+
+def parse_relpath(relpath: str) -> ShardName:
+    """The inverse of :func:`shard_relpath`; ShardError for any other path."""
+    parts = relpath.split("/")
+    m = _NAME_RE.match(parts[-1]) if len(parts) == 3 and parts[0] == DATA_DIR else None
+    if m is None or not _CONFIG_RE.match(parts[1]):
+        raise ShardError(relpath, "not a shard path data/{config}/{split}-NNNNN-of-NNNNN."
+                         "{tar|parquet}")
+    index, count = int(m["i"]), int(m["n"])
+    if index >= count:
+        raise ShardError(relpath, f"shard index {index} >= count {count}")
+    return ShardName(parts[1], m["split"], EXTENSIONS[m["ext"]], index, count)

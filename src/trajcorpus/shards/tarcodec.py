@@ -1,0 +1,212 @@
+"""WebDataset tar shards: one ``{key}.{field}.npy.zst`` member per array field plus
+``{key}.meta.txt``.
+
+Why these member types: ``datasets``' WebDataset loader (and ours) decompresses ``.zst`` and
+decodes ``.npy`` without pickle, giving typed integer arrays; ``meta`` is a ``.txt`` (a JSON
+string, as in the Parquet shards) because ``datasets`` infers a ``.json`` member's struct type
+from the first five samples and then fails on later samples whose prompt or lineage differ.
+Every member is compressed: a tar header and block padding cost 512-1023 bytes per member, so
+uncompressed token arrays would double a shard's size.
+
+Reading never extracts: member names are parsed as strings, non-regular members are refused,
+npy headers are parsed without pickle and decompression is bounded.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import tarfile
+from collections.abc import Iterable, Iterator
+from typing import IO
+
+import numpy as np
+import webdataset
+import zstandard
+from numpy.lib import format as npformat
+
+from ..errors import ShardError
+from .example import FIELD_DTYPES
+
+__all__ = ["MEMBER_NAMES", "ZSTD_LEVEL", "write_tar", "iter_tar", "encode_members",
+           "decode_npy", "MAX_MEMBER_BYTES"]
+
+ZSTD_LEVEL = 9
+MEMBER_NAMES = {**{f: f"{f}.npy.zst" for f in FIELD_DTYPES}, "meta": "meta.txt"}
+_FIELD_OF_MEMBER = {m: f for f, m in MEMBER_NAMES.items()}
+MAX_MEMBER_BYTES = 1 << 30  # bound on any member, compressed or decoded
+_MTIME = 0  # fixed, so the same examples give the same bytes
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    npformat.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_members(ex: dict, compressor: zstandard.ZstdCompressor) -> dict:
+    """The sample dict handed to ``webdataset.TarWriter`` (bytes values, ``__key__``)."""
+    out = {"__key__": ex["__key__"], MEMBER_NAMES["meta"]: ex["meta"].encode("utf-8")}
+    for field in FIELD_DTYPES:
+        out[MEMBER_NAMES[field]] = compressor.compress(_npy_bytes(ex[field]))
+    return out
+
+
+def write_tar(examples: Iterable[dict], fileobj: IO[bytes], level: int = ZSTD_LEVEL) -> int:
+    """Write examples (already checked, in final order) as a tar stream; returns the count.
+
+    TarWriter sorts a sample's members by name and we fix mtime, owner and mode, so the bytes
+    depend on the examples only.
+    """
+    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    writer = webdataset.TarWriter(fileobj, encoder=False, mtime=_MTIME, user="trajcorpus",
+                                  group="trajcorpus", mode=0o444)
+    n = 0
+    try:
+        for ex in examples:
+            writer.write(encode_members(ex, compressor))
+            n += 1
+    finally:
+        writer.tarstream.close()  # finish the archive; the caller owns and closes fileobj
+    return n
+
+
+# ---------------------------------------------------------------------------- reading
+
+_HEADER_CACHE: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
+_DECOMPRESSOR = zstandard.ZstdDecompressor()
+
+
+def _parse_npy_header(raw: bytes | memoryview, where: str) -> tuple[np.dtype, tuple, int]:
+    """(dtype, shape, data offset). Headers repeat across samples, so they are parsed once."""
+    head = bytes(raw[:10])
+    if head[:6] != b"\x93NUMPY":
+        raise ShardError(where, "not an .npy array (bad magic)")
+    major = head[6]
+    if major == 1:
+        hlen, start = int.from_bytes(head[8:10], "little"), 10
+    elif major in (2, 3):
+        hlen, start = int.from_bytes(bytes(raw[8:12]), "little"), 12
+    else:
+        raise ShardError(where, f"unsupported .npy version {major}")
+    header = bytes(raw[:start + hlen])
+    hit = _HEADER_CACHE.get(header)
+    if hit is not None:
+        return hit
+    try:
+        d = ast.literal_eval(header[start:].decode("latin1"))  # a dict literal, never code
+        dtype = npformat.descr_to_dtype(d["descr"])
+        shape = tuple(int(s) for s in d["shape"])
+        fortran = bool(d["fortran_order"])
+    except (ValueError, SyntaxError, KeyError, TypeError) as e:
+        raise ShardError(where, f"bad .npy header: {e}") from None
+    if dtype.hasobject:
+        raise ShardError(where, "object arrays are refused (they would need pickle)")
+    if fortran:
+        raise ShardError(where, "Fortran-ordered arrays are not written by trajcorpus")
+    hit = (dtype, shape, start + hlen)
+    if len(_HEADER_CACHE) < 4096:
+        _HEADER_CACHE[header] = hit
+    return hit
+
+
+def decode_npy(raw: bytes, field: str, where: str) -> np.ndarray:
+    """A read-only array viewing ``raw``; checks the field's dtype and the payload length."""
+    dtype, shape, offset = _parse_npy_header(raw, where)
+    want = FIELD_DTYPES[field]
+    if dtype != want:
+        raise ShardError(where, f"dtype {dtype}, expected {want}")
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(raw) - offset != count * dtype.itemsize:
+        raise ShardError(where, f"payload of {len(raw) - offset} bytes for shape {shape}")
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+
+def _decompress(data: bytes, where: str) -> bytes:
+    size = zstandard.frame_content_size(data) if len(data) >= 4 else -1
+    if size < 0 or size > MAX_MEMBER_BYTES:
+        raise ShardError(where, "zstd frame without a content size or larger than "
+                         f"{MAX_MEMBER_BYTES} bytes")
+    try:
+        return _DECOMPRESSOR.decompress(data, max_output_size=size)
+    except zstandard.ZstdError as e:
+        raise ShardError(where, f"corrupt zstd data: {e}") from None
+
+
+def _split_name(name: str, where: str) -> tuple[str, str]:
+    slash = name.rfind("/")
+    dot = name.find(".", slash + 1)
+    if dot <= slash + 1:
+        raise ShardError(where, f"member {name!r} is not KEY.FIELD")
+    return name[:dot], name[dot + 1:]
+
+
+def _decode_sample(key: str, members: dict, uri: str) -> dict:
+    ex: dict = {"__key__": key}
+    for member, field in _FIELD_OF_MEMBER.items():
+        raw = members.get(member)
+        where = f"{uri} [{key}.{member}]"
+        if raw is None:
+            raise ShardError(where, "member missing from the sample")
+        if field == "meta":
+            try:
+                ex["meta"] = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ShardError(where, f"not UTF-8: {e}") from None
+        else:
+            ex[field] = decode_npy(_decompress(raw, where), field, where)
+    return ex
+
+
+def iter_tar(fileobj: IO[bytes], uri: str, wanted: np.ndarray | None = None,
+             ) -> Iterator[tuple[int, dict | None]]:
+    """Yield ``(index, example)`` for every sample in order; ``example`` is None for samples
+    with ``wanted[index]`` False, whose members are skipped without decoding.
+
+    Raises ShardError for truncated or malformed archives.
+    """
+    try:
+        tar = tarfile.open(fileobj=fileobj, mode="r:" if fileobj.seekable() else "r|")
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ShardError(uri, f"not a readable tar archive: {e}") from None
+    index, key, members = 0, None, {}
+    try:
+        while True:
+            try:
+                info = tar.next()
+            except (tarfile.TarError, EOFError) as e:
+                raise ShardError(uri, f"truncated or corrupt tar after sample {index}: {e}"
+                                 ) from None
+            if info is None:
+                break
+            tar.members.clear()  # a shard can have 10^5 members; we never look back
+            if not info.isreg():
+                raise ShardError(uri, f"member {info.name!r} is not a regular file")
+            if info.size > MAX_MEMBER_BYTES:
+                raise ShardError(uri, f"member {info.name!r} has {info.size} bytes")
+            k, member = _split_name(info.name, f"{uri} @ offset {info.offset}")
+            if k != key:
+                if key is not None:
+                    yield index, (_decode_sample(key, members, uri) if members is not None
+                                  else None)
+                    index += 1
+                key = k
+                members = {} if wanted is None or (index < len(wanted) and wanted[index]) \
+                    else None
+            if members is None or member not in _FIELD_OF_MEMBER:
+                continue
+            f = tar.extractfile(info)
+            try:
+                data = f.read()
+            except (tarfile.TarError, EOFError, OSError) as e:
+                raise ShardError(f"{uri} [{info.name}]", f"truncated member: {e}") from None
+            if len(data) != info.size:
+                raise ShardError(f"{uri} [{info.name}]",
+                                 f"truncated member: {len(data)} of {info.size} bytes")
+            if member in members:
+                raise ShardError(f"{uri} [{info.name}]", "duplicate member in a sample")
+            members[member] = data
+        if key is not None:
+            yield index, _decode_sample(key, members, uri) if members is not None else None
+    finally:
+        tar.close()
