@@ -171,11 +171,22 @@ def test_resize_keeps_ndim_and_validates():
         resize_images(x, (0, 32))
 
 
-def test_filtered_resize_is_chunk_independent():
+def test_filtered_resize_is_bit_identical_however_frames_are_batched():
+    """Exact fixed-point GEMMs: a frame's pixels never depend on its batch (reproducibility)."""
     x = rng.integers(0, 256, (300, 84, 84, 1), dtype=np.uint8)  # more frames than one chunk
-    y = resize_images(x, (64, 48), "bilinear")
-    assert all((y[t] == resize_images(x[t:t + 1], (64, 48), "bilinear")[0]).all()
-               for t in (0, 147, 148, 299))
+    for method in ("bilinear", "box"):
+        y = resize_images(x, (64, 48), method)
+        single = np.concatenate([resize_images(x[t:t + 1], (64, 48), method) for t in range(300)])
+        assert (y == single).all()
+        assert (resize_images(x[5:77], (64, 48), method) == y[5:77]).all()
+
+
+def test_fixed_point_weights_sum_to_one_exactly():
+    from trajcorpus.tokenizers.images import _fixed_weights
+
+    for n_in, n_out in [(84, 80), (640, 192), (30, 64), (3, 7)]:
+        w = _fixed_weights(n_in, n_out, "bilinear")
+        assert (w == np.rint(w)).all() and (w.sum(axis=1) == 2 ** 20).all()
 
 
 # --- patches ----------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ Resampling methods (``resize_images``):
   kept rows/columns form a few contiguous runs that are copied as slices, which is as fast as a
   plain copy; this is what makes Atari's 84x84 -> 80x80 cheap.
 - ``"bilinear"``: antialiased triangle filter (PIL's BILINEAR weights, support scaled by the
-  downscale factor), applied as two matrix products with precomputed weight matrices.
+  downscale factor), applied as two matrix products with precomputed weight matrices, in exact
+  fixed-point arithmetic so results never depend on BLAS or batching.
 - ``"box"``: PIL's BOX filter (each output averages the inputs whose centres it covers), same
   machinery.
 - ``"auto"`` (the default): identity when the size already matches; ``"nearest"`` when every
@@ -52,8 +53,11 @@ __all__ = [
 
 RESAMPLE_METHODS = ("auto", "nearest", "bilinear", "box")
 NEAREST_MIN_RATIO = 0.9  # "auto" uses nearest when out/in >= this on every resized side
-_CHUNK_ELEMENTS = 1 << 20  # float32 working set per chunk of frames (4 MiB)
+_CHUNK_ELEMENTS = 1 << 20  # float64 working set per chunk of frames (8 MiB)
 _MAX_RUNS = 16  # copy index runs as slices up to this many, else np.take
+_WEIGHT_BITS = 20  # fixed-point resampling weights: integers scaled by 2**20 (PIL uses 22)
+_WEIGHT_ONE = 1 << _WEIGHT_BITS
+_MID_BITS = 12  # fractional bits kept between the width and the height pass
 
 
 def default_image_size(height: int, width: int) -> tuple[int, int]:
@@ -120,13 +124,7 @@ _FILTERS = {"box": (_box, 0.5), "bilinear": (_triangle, 1.0)}
 
 
 @functools.lru_cache(maxsize=64)
-def resize_weights(n_in: int, n_out: int, method: str) -> np.ndarray:
-    """The [n_out, n_in] float32 resampling matrix of one axis (rows sum to 1).
-
-    Output pixel i samples the filter around centre (i + 0.5) * n_in / n_out with its support
-    widened by the downscale factor (antialiasing), PIL's formulation, so results agree with
-    ``PIL.Image.resize`` to within rounding.
-    """
+def _filter_weights(n_in: int, n_out: int, method: str) -> np.ndarray:
     fn, support = _FILTERS[method]
     scale = n_in / n_out
     fscale = max(scale, 1.0)
@@ -139,7 +137,29 @@ def resize_weights(n_in: int, n_out: int, method: str) -> np.ndarray:
     w *= (j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None])
     total = w.sum(axis=1, keepdims=True)
     w /= np.where(total == 0, 1.0, total)
-    return w.astype(np.float32)
+    w.flags.writeable = False
+    return w
+
+
+def resize_weights(n_in: int, n_out: int, method: str) -> np.ndarray:
+    """The [n_out, n_in] resampling matrix of one axis (float64, rows sum to 1).
+
+    Output pixel i samples the filter around centre (i + 0.5) * n_in / n_out with its support
+    widened by the downscale factor (antialiasing), PIL's formulation, so results agree with
+    ``PIL.Image.resize`` to within one grey level.
+    """
+    return _filter_weights(n_in, n_out, method).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed_weights(n_in: int, n_out: int, method: str) -> np.ndarray:
+    """The weights as integers scaled by 2**20 (held in float64), each row summing to exactly
+    2**20 (the largest weight absorbs the rounding), so constants stay constant."""
+    w = np.rint(_filter_weights(n_in, n_out, method) * _WEIGHT_ONE)
+    rows = np.arange(n_out)
+    w[rows, np.argmax(w, axis=1)] += _WEIGHT_ONE - w.sum(axis=1)
+    w.flags.writeable = False
+    return w
 
 
 @functools.lru_cache(maxsize=64)
@@ -191,20 +211,39 @@ def _resize_nearest(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _resize_filtered(x: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """Separable filtered resize as two GEMMs in exact fixed-point arithmetic.
+
+    Weights are integers (scale 2**20), pixels are integers, and the width-pass result is rounded
+    to 12 fractional bits: every product and partial sum is an integer below 2**53, so float64
+    GEMM computes it exactly whatever the summation order. The output therefore does not depend
+    on BLAS blocking, thread count or how many frames share a chunk: the corpus stays
+    byte-reproducible.
+    """
     t, hi, wi, c = x.shape
     h, w = size
-    wh = resize_weights(hi, h, method) if h != hi else None
-    ww = resize_weights(wi, w, method) if w != wi else None
+    wh = _fixed_weights(hi, h, method) if h != hi else None
+    ww = _fixed_weights(wi, w, method) if w != wi else None
     out = np.empty((t, h, w, c), dtype=np.uint8)
     step = max(1, _CHUNK_ELEMENTS // max(1, hi * wi * c))
     for s in range(0, t, step):
-        f = x[s:s + step].astype(np.float32)  # [n, H, W, C]
-        # width pass: one GEMM over all rows of the chunk -> [n, H, C, w]
-        f = np.tensordot(f, ww, axes=([2], [1])) if ww is not None else f.transpose(0, 1, 3, 2)
-        # height pass: one GEMM over all columns of the chunk -> [h, n, C, w]
-        f = np.tensordot(wh, f, axes=([1], [1])) if wh is not None else f.transpose(1, 0, 2, 3)
-        f += 0.5  # round half up, as PIL does; weights are >= 0 and sum to 1, so f <= 255.5
-        np.minimum(f, 255.0, out=f)
+        f = x[s:s + step].astype(np.float64)  # [n, H, W, C]
+        # width pass: one GEMM over all rows of the chunk -> [n, H, C, w], kept at scale 2**12
+        if ww is not None:
+            f = np.tensordot(f, ww, axes=([2], [1]))
+            f *= 2.0 ** (_MID_BITS - _WEIGHT_BITS)
+            f += 0.5
+            np.floor(f, out=f)
+        else:
+            f = f.transpose(0, 1, 3, 2) * 2.0 ** _MID_BITS
+        # height pass: one GEMM over all columns of the chunk -> [h, n, C, w], scale 2**32
+        if wh is not None:
+            f = np.tensordot(wh, f, axes=([1], [1]))
+        else:
+            f = f.transpose(1, 0, 2, 3) * float(_WEIGHT_ONE)
+        f *= 2.0 ** -(_MID_BITS + _WEIGHT_BITS)
+        f += 0.5  # round half up, as PIL does
+        np.floor(f, out=f)
+        np.clip(f, 0.0, 255.0, out=f)
         np.copyto(out[s:s + step], f.transpose(1, 0, 3, 2), casting="unsafe")
     return out
 
