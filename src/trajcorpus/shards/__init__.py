@@ -18,7 +18,13 @@ from .example import (
     example_nbytes,
     safe_key,
 )
-from .hub import hub_configs, primary_format, publish, webdataset_data_files
+from .hub import (
+    hub_configs,
+    primary_format,
+    publish,
+    webdataset_data_files,
+    webdataset_features,
+)
 from .layout import FORMATS, parse_relpath, shard_relpath
 from .loaders import NumpyLoader
 from .manifest import Manifest, VerifyReport, read_manifest, verify_output, write_manifest
@@ -29,7 +35,7 @@ __all__ = [
     "EXAMPLE_FIELDS", "SEQUENCE_FIELDS", "FIELD_DTYPES", "FORMATS", "check_example",
     "example_nbytes", "safe_key", "shard_relpath", "parse_relpath", "write_shard", "ShardFile",
     "write_manifest", "read_manifest", "Manifest", "verify_output", "VerifyReport",
-    "hub_configs", "primary_format", "webdataset_data_files", "publish", "ShardDataset", "ShardRef", "ShardStream",
+    "hub_configs", "primary_format", "webdataset_data_files", "webdataset_features", "publish", "ShardDataset", "ShardRef", "ShardStream",
     "StreamStats", "Mixture", "NumpyLoader", "collate", "TorchShardDataset", "StatefulLoader",
 ]
 

@@ -11,12 +11,17 @@ tar shards. The tar shards of a config written in both formats load with the gen
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import fs
 from ..errors import ShardError
+from .example import FIELD_DTYPES, SEQUENCE_FIELDS
 from .layout import FORMATS, config_dir
 from .manifest import Manifest, read_manifest, verify_output
+from .tarcodec import MEMBER_NAMES
 
-__all__ = ["hub_configs", "primary_format", "webdataset_data_files", "publish", "README"]
+__all__ = ["hub_configs", "primary_format", "webdataset_data_files", "webdataset_features",
+           "publish", "README"]
 
 README = "README.md"
 
@@ -59,6 +64,30 @@ def webdataset_data_files(manifest: Manifest, config: str) -> dict[str, str]:
     return {e["split"]: e["path"] for e in _data_files(
         config, "webdataset", manifest.splits(config)) if manifest.files_of(
             config, e["split"], "webdataset")}
+
+
+def webdataset_features() -> Any:
+    """The ``datasets.Features`` of our tar shards, for ``load_dataset("webdataset", ...,
+    features=webdataset_features())``.
+
+    Without it ``datasets`` infers types from the first five samples; if those have no image
+    patches it types ``patches`` as a list of nulls and a full (non-streaming) load then fails.
+    """
+    import datasets
+
+    def ints(dtype: str, depth: int = 1) -> Any:
+        f: Any = datasets.Value(dtype)
+        for _ in range(depth):
+            f = datasets.List(f)
+        return f
+
+    feats = {"__key__": datasets.Value("string"), "__url__": datasets.Value("string"),
+             MEMBER_NAMES["meta"]: datasets.Value("string")}
+    for field in SEQUENCE_FIELDS:
+        feats[MEMBER_NAMES[field]] = ints(str(FIELD_DTYPES[field]))
+    feats[MEMBER_NAMES["patches"]] = ints("uint8", 4)
+    feats[MEMBER_NAMES["patch_position"]] = ints("int16", 2)
+    return datasets.Features(feats)
 
 
 def publish(out: str, repo_id: str, private: bool = False, token: str | None = None) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import ShardError
 from .collate import collate
-from .stream import Mixture, ShardDataset, ShardStream, StreamStats
+from .stream import Mixture, ShardDataset, StreamStats
 
 __all__ = ["NumpyLoader", "batches"]
 
@@ -51,6 +51,7 @@ class NumpyLoader:
         self._collate = dict(pad_patches_to=pad_patches_to, channels=channels,
                              normalize=normalize)
         self.stream = self._new_stream(epoch)
+        self._finished = False  # the current epoch was iterated to its end
 
     def _new_stream(self, epoch: int) -> Any:
         return self.dataset.stream(self.rank, self.world_size, epoch=epoch, **self._options)
@@ -62,13 +63,14 @@ class NumpyLoader:
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its beginning at the next iteration."""
         self.stream = self._new_stream(epoch)
+        self._finished = False
 
     def __iter__(self) -> Iterator[dict]:
-        """The rest of the current epoch; once it is complete, the next epoch."""
-        s = self.stream
-        if isinstance(s, ShardStream) and len(s) and s.emitted >= len(s):
-            self.set_epoch(s.epoch + 1)
-        return batches(self.stream, self.batch_size, self.drop_last, self._collate)
+        """The rest of the current epoch; after a complete pass, the next epoch."""
+        if self._finished:
+            self.set_epoch(self.epoch + 1)
+        yield from batches(self.stream, self.batch_size, self.drop_last, self._collate)
+        self._finished = True
 
     def __len__(self) -> int:
         """Batches in this host's share of one epoch (not defined for a mixture)."""
@@ -76,7 +78,7 @@ class NumpyLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def state_dict(self) -> dict:
-        return {"rank": self.rank, "world_size": self.world_size,
+        return {"rank": self.rank, "world_size": self.world_size, "finished": self._finished,
                 "stream": self.stream.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -88,3 +90,4 @@ class NumpyLoader:
         if "epoch" in inner:
             self.stream = self._new_stream(int(inner["epoch"]))
         self.stream.load_state_dict(inner)
+        self._finished = bool(state.get("finished", False))

@@ -7,10 +7,17 @@ Resuming: a DataLoader prefetches, so a worker's own position runs ahead of what
 loop has received. Each batch therefore carries its worker's stream state as of that batch, and
 :class:`StatefulLoader` records the state of the last batch it handed out per worker. Loading it
 restarts every worker exactly after the last batch the loop saw.
+
+The order across workers is made canonical too: :class:`StatefulLoader` hands out batches in
+strict round-robin over the workers that still have data (what DataLoader itself does while
+every worker is busy), holding back the few that arrive early, e.g. after a resume, where
+DataLoader starts its cycle at worker 0. With the cycle position saved, the batches after a
+resume are exactly those an uninterrupted run would have produced, in the same order.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -20,7 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import ShardError
 from .loaders import batches
-from .stream import Mixture, ShardDataset, StreamStats
+from .stream import Mixture, ShardDataset, ShardStream, StreamStats
 
 __all__ = ["TorchShardDataset", "StatefulLoader", "to_torch", "STATE_KEY"]
 
@@ -71,8 +78,7 @@ class TorchShardDataset(IterableDataset):
         self._resume = None
 
     def _stream(self, worker: int, workers: int) -> Any:
-        stream = self.dataset.stream(self.rank * workers + worker, self.world_size * workers,
-                                     epoch=self.epoch, stats=self.stats, **self._options)
+        stream = self._fresh_stream(worker, workers)
         if self._resume is not None:
             if self._resume["num_workers"] != workers:
                 raise ShardError("loader state", f"saved with {self._resume['num_workers']} "
@@ -82,13 +88,23 @@ class TorchShardDataset(IterableDataset):
                 stream.load_state_dict(state)
         return stream
 
+    def _fresh_stream(self, worker: int, workers: int) -> Any:
+        return self.dataset.stream(self.rank * workers + worker, self.world_size * workers,
+                                   epoch=self.epoch, stats=self.stats, **self._options)
+
+    def has_data(self, worker: int, workers: int) -> bool:
+        """Whether a worker's share of the epoch is non-empty (a mixture never runs out)."""
+        stream = self._fresh_stream(worker, workers)
+        return not isinstance(stream, ShardStream) or len(stream) > 0
+
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         stream = self._stream(worker, workers)
         for batch in batches(stream, self.batch_size, self.drop_last, self._collate):
             out = to_torch(batch)
-            out[STATE_KEY] = {"worker": worker, "state": stream.state_dict()}
+            last = isinstance(stream, ShardStream) and stream.emitted >= len(stream)
+            out[STATE_KEY] = {"worker": worker, "state": stream.state_dict(), "last": last}
             yield out
 
     def loader(self, num_workers: int = 0, **kwargs: Any) -> StatefulLoader:
@@ -109,6 +125,8 @@ class StatefulLoader:
         self.num_workers = num_workers
         self._kwargs = kwargs
         self._states: dict[int, dict | None] = {}  # per worker: state after its last batch
+        self._done: set[int] = set()  # workers whose share of the epoch is exhausted
+        self._next = 0  # the worker whose batch comes next in the round-robin
         self._finished = False
 
     @property
@@ -117,26 +135,55 @@ class StatefulLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
-        self._states, self._finished = {}, False
+        self._states, self._done, self._next, self._finished = {}, set(), 0, False
+
+    def _advance(self, after: int) -> None:
+        k = self.workers
+        for step in range(1, k + 1):
+            w = (after + step) % k
+            if w not in self._done:
+                self._next = w
+                return
+        self._next = -1  # every worker is done
 
     def __iter__(self) -> Iterator[dict]:
         if self._finished:
             self.set_epoch(self.dataset.epoch + 1)
-        self.dataset._resume = ({"num_workers": self.workers, "workers": dict(self._states)}
+        k = self.workers
+        if not self._states:  # a fresh epoch: workers with an empty share never send a batch
+            self._done = {w for w in range(k) if not self.dataset.has_data(w, k)}
+            if self._next in self._done:
+                self._advance(self._next)
+        self.dataset._resume = ({"num_workers": k, "workers": dict(self._states)}
                                 if self._states else None)
         loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
                             **self._kwargs)
+        held: dict[int, deque] = {w: deque() for w in range(k)}
         for batch in loader:
             info = batch.pop(STATE_KEY)
-            self._states[int(info["worker"])] = info["state"]
-            yield batch
+            held[int(info["worker"])].append((batch, info))
+            while self._next >= 0 and held[self._next]:
+                yield self._hand_out(*held[self._next].popleft())
+        # Only a shard skipped at the very end of a share (skip_bad) leaves batches here.
+        while any(held.values()):
+            w = self._next if self._next >= 0 and held[self._next] else \
+                min(x for x in held if held[x])
+            yield self._hand_out(*held[w].popleft())
         self._finished = True
+
+    def _hand_out(self, batch: dict, info: dict) -> dict:
+        w = int(info["worker"])
+        self._states[w] = info["state"]
+        if info["last"]:
+            self._done.add(w)
+        self._advance(w)
+        return batch
 
     def state_dict(self) -> dict:
         d = self.dataset
         return {"epoch": d.epoch, "rank": d.rank, "world_size": d.world_size,
-                "num_workers": self.workers, "finished": self._finished,
-                "workers": dict(self._states)}
+                "num_workers": self.workers, "finished": self._finished, "next": self._next,
+                "done": sorted(self._done), "workers": dict(self._states)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         d = self.dataset
@@ -148,4 +195,6 @@ class StatefulLoader:
                              f"loader has {self.workers}")
         d.set_epoch(int(state["epoch"]))
         self._states = {int(w): s for w, s in state["workers"].items()}
+        self._done = {int(w) for w in state.get("done", [])}
+        self._next = int(state.get("next", 0))
         self._finished = bool(state.get("finished", False))
