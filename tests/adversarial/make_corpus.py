@@ -1368,6 +1368,14 @@ def _(fx: Path, out: Path) -> Built:
     return built
 
 
+@case("hf-zstd-bomb", "hf-image-parquet", "quarantine",
+      r"train-00000-of-00001\.parquet \[row 0\]: image of 83886080 bytes exceeds the limit",
+      survivors=19)
+def _(fx: Path, out: Path) -> Built:
+    """hf-image-parquet: a zstd Parquet whose row 0 image cell inflates to 80 MiB of zeros"""
+    return _hf(fx, out, _hf_set(0, image={"bytes": bytes(80 << 20)}), compression="zstd")
+
+
 # =================================================================================================
 # dqn-replay: gzip + np.save checkpoints
 # =================================================================================================
