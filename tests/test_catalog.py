@@ -146,3 +146,9 @@ def test_relative_uri_resolves_against_catalog_folder(tmp_path):
     p.write_text(GOOD_ENTRY)
     cat = load_catalog(str(p))
     assert cat.uri_of(cat.get("a")) == str(tmp_path / "sub" / "somewhere")
+
+
+def test_every_catalog_kind_has_a_registered_reader():
+    from trajcorpus.sources import registered_kinds
+
+    assert registered_kinds() == sorted(SOURCE_KINDS)

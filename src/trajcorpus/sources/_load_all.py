@@ -14,8 +14,4 @@ _MODULES = (
 )
 
 for _m in _MODULES:
-    try:
-        importlib.import_module(f"{__package__}.{_m}")
-    except ModuleNotFoundError as _e:  # a reader not written yet; the registry simply lacks it
-        if _e.name != f"{__package__}.{_m}":
-            raise
+    importlib.import_module(f"{__package__}.{_m}")
