@@ -184,9 +184,12 @@ def test_filtered_resize_is_bit_identical_however_frames_are_batched():
 def test_fixed_point_weights_sum_to_one_exactly():
     from trajcorpus.tokenizers.images import _fixed_weights
 
-    for n_in, n_out in [(84, 80), (640, 192), (30, 64), (3, 7)]:
-        w = _fixed_weights(n_in, n_out, "bilinear")
-        assert (w == np.rint(w)).all() and (w.sum(axis=1) == 2 ** 20).all()
+    for n_in, n_out in [(84, 80), (640, 192), (30, 64), (3, 7), (1000, 16)]:
+        for method in ("bilinear", "box"):
+            w = _fixed_weights(n_in, n_out, method).astype(np.float64)
+            assert (w == np.rint(w)).all() and (w.sum(axis=1) == 2 ** 16).all()
+            slack = (resize_weights(n_in, n_out, method) > 0).sum(axis=1).max() * 2 ** -16
+            assert np.abs(w / 2 ** 16 - resize_weights(n_in, n_out, method)).max() <= slack
 
 
 # --- patches ----------------------------------------------------------------------------------
