@@ -545,7 +545,7 @@ def _(fx: Path, out: Path) -> Built:
 @case("rlu-gzip-bomb", "rlu-atari", "error",
       r"run_1-00000-of-00001.*record 0: (declared length \d+ bytes too large|bad data CRC)")
 def _(fx: Path, out: Path) -> Built:
-    """rlu-atari: a 2 MB gzip file that inflates to 1 GiB of zeros behind a 1 GiB+ record"""
+    """rlu-atari: a 1 MB gzip file that inflates to 1 GiB of zeros behind a 1 GiB+ record"""
     root = _copy(fx / "rlu_atari_episodes", out / "rlu_atari_episodes")
     head = struct.pack("<Q", (1 << 30) + 16)
     head += struct.pack("<I", masked_crc(head))
@@ -1612,6 +1612,14 @@ def _(fx: Path, out: Path) -> Built:
 def _(fx: Path, out: Path) -> Built:
     """dqn-replay: action 1024 at step 10 of the second episode (slots 194..323)"""
     return _dqn(fx, out, _dqn_set("action", 194 + 10, 1024))
+
+
+@case("dqn-action-1024-token-range", "dqn-replay", "quarantine",
+      r"Breakout/1.*actions.*discrete value 1024 outside \[0, 1024\)", survivors=8)
+def _(fx: Path, out: Path) -> Built:
+    """dqn-replay: action 1024 with num_actions=4096 allowed: the token range still refuses it"""
+    built = _dqn(fx, out, _dqn_set("action", 1216 + 7, 1024))
+    return dataclasses.replace(built, options={"num_actions": 4096})
 
 
 @case("dqn-action-negative", "dqn-replay", "quarantine",

@@ -129,3 +129,13 @@ def test_corpus_is_big_and_covers_every_kind():
     assert set(SOURCE_KINDS) | {"catalog"} <= kinds, set(SOURCE_KINDS) - kinds
     assert set(SOURCE_KINDS) <= set(registered_kinds())
     assert len({c.name for c in CASES}) == len(CASES)
+
+
+def test_reliability_doc_lists_every_case():
+    """docs/reliability.md summarises the corpus: every case by name, and the right total."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "reliability.md").read_text()
+    missing = [c.name for c in CASES if f"`{c.name}`" not in doc]
+    assert not missing, f"cases missing from docs/reliability.md: {missing}"
+    assert f"| **{len(CASES)}** |" in doc
+    for c in CASES:
+        assert re.search(rf"\| `{re.escape(c.name)}` \|[^\n]*\| {c.outcome} \|", doc), c.name
