@@ -101,8 +101,9 @@ class Source(abc.ABC):
     def read_unit_safely(self, unit: Unit) -> Iterator[Episode | Rejected]:
         try:
             yield from self.read_unit(unit)
-        except TrajcorpusError as e:
-            yield self.reject(unit.uri, str(e), kind="unit", task=unit.param("task", ""))
+        except TrajcorpusError as e:  # where = the file (and offset/key) the error names
+            yield self.reject(e.where or unit.uri, e.reason, kind="unit",
+                              task=unit.param("task", ""))
 
     def episodes(self, skipped: list[Rejected] | None = None) -> Iterator[Episode]:
         """Strict iteration (what ``trajcorpus episodes`` uses): the first bad input raises.

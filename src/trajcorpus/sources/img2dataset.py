@@ -127,6 +127,12 @@ class Img2DatasetSource(Source):
                 for m in tar:
                     name = m.name.removeprefix("./")
                     where = f"{uri} @ offset {m.offset} [{m.name}]"
+                    if m.size > MAX_IMAGE_BYTES:
+                        # tarfile would skip the declared size chunk by chunk (2^60 bytes: for
+                        # ever), and nothing after a lying header can be trusted: stop the shard.
+                        raise SourceError(uri, f"member {m.name!r} declares {m.size} bytes, "
+                                          f"above the limit of {MAX_IMAGE_BYTES}: the rest of the "
+                                          "shard is not read", offset=m.offset)
                     if m.issym() or m.islnk():
                         yield self.reject(where, f"link member refused (points to {m.linkname!r})",
                                           task=task)
@@ -141,10 +147,6 @@ class Img2DatasetSource(Source):
                     if parts is None:
                         continue
                     key, ext = parts
-                    if m.size > MAX_IMAGE_BYTES:
-                        yield self.reject(where, f"member of {m.size} bytes exceeds the limit of "
-                                          f"{MAX_IMAGE_BYTES}", task=task)
-                        continue
                     if key != current:
                         if current is not None:
                             yield self._record(unit, current, members, seen)
