@@ -30,16 +30,22 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import gzip  # noqa: E402
 import io  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from trajcorpus.schemas.catalog import TokenizeSettings  # noqa: E402
 from trajcorpus.schemas.episode import Episode  # noqa: E402
-from trajcorpus.tokenizers import EpisodeTokenizer, TokenizedEpisode  # noqa: E402
+from trajcorpus.tokenizers import (  # noqa: E402
+    EpisodeTokenizer,
+    TokenizedEpisode,
+    train_text_model,
+)
 from trajcorpus.tokenizers.images import _nearest_index  # noqa: E402
 from trajcorpus.tokenizers.scheme import (  # noqa: E402
     CONTINUOUS_OFFSET,
@@ -86,6 +92,23 @@ def mujoco_episodes(steps: int) -> list[Episode]:
         s = (i % n) * EPISODE_STEPS
         eps.append(_episode(f"cheetah-{i}", {"obs": obs[s:s + EPISODE_STEPS]},
                             {"obs": "continuous"}, act[s:s + EPISODE_STEPS], "continuous"))
+    return eps
+
+
+def coco_records(n: int) -> list[Episode]:
+    """Caption records from the 20 COCO fixture photos (decoded once, RGB), repeated to n."""
+    root = FIX / "image_caption" / "coco"
+    truth = json.loads((root / "ground_truth.json").read_text())
+    photos = []
+    for rec in truth:
+        with Image.open(root / "train2017" / rec["file_name"]) as im:
+            photos.append((np.asarray(im.convert("RGB")), rec["captions"][0]))
+    eps = []
+    for i in range(n):
+        px, cap = photos[i % len(photos)]
+        eps.append(_episode(f"coco-{i}", {"image": px[None], "caption": np.array([cap], object)},
+                            {"image": "image", "caption": "text"}, np.zeros((1, 0), np.float32),
+                            "none"))
     return eps
 
 
@@ -187,6 +210,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--atari-steps", type=int, default=200_000)
     ap.add_argument("--mujoco-steps", type=int, default=2_000_000)
+    ap.add_argument("--photos", type=int, default=400)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
@@ -222,6 +246,13 @@ def main() -> None:
                None))
     w, c = _time(tok.tokenize, cheetah, args.repeat)
     print(_row("MuJoCo: EpisodeTokenizer", steps, w, c, bc))
+
+    photos = coco_records(args.photos)
+    text = train_text_model([e.text() for e in photos[:20]], None, 32000, fit_vocab=True)
+    vl = EpisodeTokenizer(TokenizeSettings(image_size=(192, 192)), text)
+    w, c = _time(vl.tokenize, photos, args.repeat)
+    print(_row("COCO fixture photos (102x102 to 640x640 RGB) -> 192x192 + caption, records",
+               len(photos), w, c, None).replace("1.0x (baseline)", "-"))
 
 
 if __name__ == "__main__":
