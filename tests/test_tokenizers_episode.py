@@ -396,3 +396,14 @@ def test_tokenizer_pickles_for_beam():
                       {"instruction": "text", "f": "image"}, np.zeros(2, np.int64))
     tk = EpisodeTokenizer(TokenizeSettings(image_size=(80, 80)), text_model())
     assert_same(pickle.loads(pickle.dumps(tk)).tokenize(ep), tk.tokenize(ep))
+
+
+def test_options_are_read_from_settings_fields_when_present():
+    class Extended(TokenizeSettings):
+        resample: str = "bilinear"
+        image_channels: int | None = 3
+
+    tk = EpisodeTokenizer(Extended())
+    assert tk.resample == "bilinear" and tk.channels == 3
+    assert EpisodeTokenizer(Extended(), resample="nearest", channels=1).channels == 1
+    assert EpisodeTokenizer().resample == "auto" and EpisodeTokenizer().channels is None

@@ -80,15 +80,21 @@ class EpisodeTokenizer:
 
     ``text`` is needed only when episodes carry text observations. ``resample`` picks the image
     resampling method (see :func:`trajcorpus.tokenizers.images.resize_images`; "auto" by default)
-    and ``channels`` forces 1 or 3 image channels (default: the channel rule per episode). Both are
-    candidates for TokenizeSettings fields. Picklable, so a Beam DoFn can hold one.
+    and ``channels`` forces 1 or 3 image channels (default: the channel rule per episode). When not
+    given, they are read from TokenizeSettings fields ``resample`` and ``image_channels`` if the
+    settings model has them (proposed fields). Picklable, so a Beam DoFn can hold one.
     """
 
     def __init__(self, settings: TokenizeSettings | None = None,
-                 text: TextTokenizer | None = None, *, resample: str = "auto",
+                 text: TextTokenizer | None = None, *, resample: str | None = None,
                  channels: int | None = None):
         self.settings = settings if settings is not None else TokenizeSettings()
         self.text = text
+        # keyword > a TokenizeSettings field of that name (proposed, see the docs) > default
+        if resample is None:
+            resample = getattr(self.settings, "resample", None) or "auto"
+        if channels is None:
+            channels = getattr(self.settings, "image_channels", None)
         resample_method((1, 1), (2, 2), resample)  # validates the name
         if channels not in (None, 1, 3):
             raise TokenizeError("tokenizer", f"channels must be 1, 3 or None, got {channels}")
