@@ -375,7 +375,8 @@ def test_truncated_observation_gzip(tmp_path):
     # the job keeps going: the unit becomes one Rejected naming the file
     src = DqnReplaySource(str(run))
     last = list(src.read_unit_safely(unit_of(src, 2)))[-1]
-    assert isinstance(last, Rejected) and last.kind == "unit" and str(path) in last.reason
+    assert isinstance(last, Rejected) and last.kind == "unit"
+    assert str(path) in last.location + last.reason and "truncated gzip" in last.reason
 
 
 def test_truncated_small_file(tmp_path):

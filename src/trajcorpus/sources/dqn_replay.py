@@ -24,8 +24,17 @@ How the files map onto the stream of Dopamine ``add`` calls (the facts this read
   cursor, never an episode boundary (it is checked against ``add_count`` for consistency only).
 * Newer Dopamine also writes a pickled ``episode_end_indices`` file: it is never opened.
 
+Records: task = game, agent = run (template fields task, agent, game, run); episode_id =
+``GAME/RUN/ckptN/SLOT`` of the first real transition; order = (N, its place among N's declared
+slots in time order, -1 for a recovered slot); source = the replay_logs uri and one segment
+(checkpoint, first/last slot, count) per checkpoint crossed. An episode exactly
+``max_steps_per_episode`` long is marked truncated (Dopamine stores terminal=1 at the step cap too).
+
 Units are checkpoints; an episode is yielded by the unit where it starts, reading the leading part
-of the next checkpoint(s) to finish it. Observation files (C x 84 x 84 bytes, 7 GB for C = 10^6)
+of the next checkpoint(s) to finish it. Within a unit, episodes come out in file order (as their
+frames complete), which differs from ``order`` only for an episode that wraps around slot C-1.
+An episode whose start is not in the data (first checkpoint present is not suffix 0, or a gap)
+or that has no terminal before the end of the data is yielded as a Rejected, reported once. Observation files (C x 84 x 84 bytes, 7 GB for C = 10^6)
 are streamed out of the gzip with bounded memory: only the frames of the episodes being assembled
 are held. Frames needed from another checkpoint's slot C-1 (its first slot in time) sit at the end
 of that file, so stitching into a regular log decompresses that file to its end.
@@ -282,8 +291,12 @@ class _Checkpoint:
         return int(self.action.shape[0])
 
     def uri(self, name: str) -> str:
-        prefix = STORE_PREFIX if name in STORE_FIELDS else ""
-        return fs.join(self.logs, f"{prefix}{name}_ckpt.{self.suffix}.gz")
+        return _file_uri(self.logs, self.suffix, name)
+
+
+def _file_uri(logs: str, suffix: int, name: str) -> str:
+    prefix = STORE_PREFIX if name in STORE_FIELDS else ""
+    return fs.join(logs, f"{prefix}{name}_ckpt.{suffix}.gz")
 
 
 @dataclasses.dataclass
@@ -403,23 +416,24 @@ class _Run:
         return self._ckpts[suffix]
 
     def _load(self, suffix: int) -> _Checkpoint:
-        probe = _Checkpoint(suffix, self.logs, 0, np.empty(0), np.empty(0), np.empty(0))
-        count = read_small_array(probe.uri("add_count"), np.int64, 0)
-        action = read_small_array(probe.uri("action"), np.int32, 1)
-        reward = read_small_array(probe.uri("reward"), np.float32, 1)
-        terminal = read_small_array(probe.uri("terminal"), np.uint8, 1)
+        def uri(name: str) -> str:
+            return _file_uri(self.logs, suffix, name)
+
+        count = read_small_array(uri("add_count"), np.int64, 0)
+        action = read_small_array(uri("action"), np.int32, 1)
+        reward = read_small_array(uri("reward"), np.float32, 1)
+        terminal = read_small_array(uri("terminal"), np.uint8, 1)
         for name, arr in (("reward", reward), ("terminal", terminal)):
             if arr.shape != action.shape:
-                raise SourceError(probe.uri(name), f"length mismatch: {arr.shape[0]} slots but "
-                                  f"{probe.uri('action')} has {action.shape[0]}")
+                raise SourceError(uri(name), f"length mismatch: {arr.shape[0]} slots but "
+                                  f"{uri('action')} has {action.shape[0]}")
         if terminal.size and int(terminal.max()) > 1:
             bad = int(np.flatnonzero(terminal > 1)[0])
-            raise SourceError(probe.uri("terminal"), f"terminal flag {terminal[bad]} is not 0/1",
+            raise SourceError(uri("terminal"), f"terminal flag {terminal[bad]} is not 0/1",
                               key=f"slot {bad}")
         add_count = int(count)
         if add_count < 0:
-            raise SourceError(probe.uri("add_count"), f"add_count {add_count} out of range "
-                              "(negative)")
+            raise SourceError(uri("add_count"), f"add_count {add_count} out of range (negative)")
         return _Checkpoint(suffix, self.logs, add_count, action, reward, terminal.astype(bool))
 
     def check_invalid_range(self, ck: _Checkpoint) -> None:
