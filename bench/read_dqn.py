@@ -15,7 +15,7 @@ one.
     .venv/bin/python -P bench/read_dqn.py --run-dir bench/data/dopamine/Pong/1
     .venv/bin/python -P bench/read_dqn.py --synthesize --slots 1000000 --checkpoints 2
 
-(``-P`` keeps bench/ off sys.path: bench/tokenize.py would shadow the standard library module.)
+
 """
 
 from __future__ import annotations

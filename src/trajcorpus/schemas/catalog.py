@@ -63,6 +63,10 @@ class TokenizeSettings(_Frozen):
     mu_law_exempt: tuple[str, ...] = ()  # fields already in [-1, 1], e.g. "actions"
     text_fields: tuple[str, ...] | None = None  # None: every text observation
     text_model: TextModelSettings = TextModelSettings()
+    # "auto": identity / whole row-column skipping for shrinks of <= 10% (84 -> 80) / antialiased
+    # box filter otherwise; see docs/tokenization.md for the trade-off (1-px lines on skipped rows)
+    resample: Literal["auto", "nearest", "bilinear", "box"] = "auto"
+    image_channels: Literal[1, 3] | None = None  # None: keep grayscale as 1, colour as 3
 
     @field_validator("image_size")
     @classmethod

@@ -81,8 +81,8 @@ class EpisodeTokenizer:
     ``text`` is needed only when episodes carry text observations. ``resample`` picks the image
     resampling method (see :func:`trajcorpus.tokenizers.images.resize_images`; "auto" by default)
     and ``channels`` forces 1 or 3 image channels (default: the channel rule per episode). When not
-    given, they are read from TokenizeSettings fields ``resample`` and ``image_channels`` if the
-    settings model has them (proposed fields). Picklable, so a Beam DoFn can hold one.
+    given, they come from the settings' ``resample`` and ``image_channels``. Picklable, so a Beam
+    DoFn can hold one.
     """
 
     def __init__(self, settings: TokenizeSettings | None = None,
@@ -90,11 +90,11 @@ class EpisodeTokenizer:
                  channels: int | None = None):
         self.settings = settings if settings is not None else TokenizeSettings()
         self.text = text
-        # keyword > a TokenizeSettings field of that name (proposed, see the docs) > default
+        # keyword > the catalog's TokenizeSettings
         if resample is None:
-            resample = getattr(self.settings, "resample", None) or "auto"
+            resample = self.settings.resample
         if channels is None:
-            channels = getattr(self.settings, "image_channels", None)
+            channels = self.settings.image_channels
         resample_method((1, 1), (2, 2), resample)  # validates the name
         if channels not in (None, 1, 3):
             raise TokenizeError("tokenizer", f"channels must be 1, 3 or None, got {channels}")

@@ -2,7 +2,7 @@
 
 Run by hand (never in CI):
 
-    .venv/bin/python bench/tokenize.py [--atari-steps 200000] [--mujoco-steps 2000000]
+    .venv/bin/python bench/tokenization.py [--atari-steps 200000] [--mujoco-steps 2000000]
 
 Data: the bundled fixtures (real frames and actions): Pong DQN Replay frames (84x84 grayscale,
 discrete actions) and HalfCheetah Minari rollouts (17-dim float64 observations, 6-dim float32
@@ -17,12 +17,6 @@ BLAS and OpenMP are pinned to one thread, so the figures are per core.
 from __future__ import annotations
 
 import os
-import sys
-
-# This file shares its name with the stdlib's tokenize module, which NumPy imports indirectly:
-# keep bench/ off sys.path so that import finds the real one.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
