@@ -351,8 +351,12 @@ def _open_shard(ref: ShardRef, verify: bool) -> _Opened:
                              f"manifest's {ref.sha256[:16]}...: refusing a changed shard")
         return _Opened(pa.BufferReader(pa.py_buffer(buf)) if ref.format == "parquet"
                        else io.BytesIO(buf))
-    if ref.format == "parquet" and fs.is_local(ref.uri):
-        return _Opened(fs.local_path(ref.uri))
+    if fs.is_local(ref.uri):  # native IO: no fsspec layer per read call
+        path = fs.local_path(ref.uri)
+        if ref.format == "parquet":
+            return _Opened(path)
+        f = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 (closed by _Opened)
+        return _Opened(f, f)
     f = fs.open_uri(ref.uri, "rb")
     return _Opened(f, f)
 
