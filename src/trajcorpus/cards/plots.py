@@ -1,0 +1,302 @@
+"""The card's figures, as PNG bytes that are identical on every run.
+
+Figures are built on a bare ``Figure`` with the Agg canvas (no pyplot global state, no display),
+under matplotlib's default style (a user's matplotlibrc cannot change the bytes), at a fixed size
+and DPI, and saved without the "Software" text chunk; Agg writes no timestamp.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .decode import DecodedSequence
+from .inputs import MODALITY_NAMES, TaskAudit, TaskEpisodes
+
+__all__ = ["DPI", "MODALITY_COLORS", "returns_png", "token_mix_png", "example_png", "fmt_num"]
+
+DPI = 100
+MODALITY_COLORS: dict[str, str] = {
+    "pad": "#d9d9d9", "text": "#1b9e77", "image": "#7570b3", "discrete": "#e6ab02",
+    "continuous": "#66a61e", "separator": "#000000", "action": "#d95f02",
+}
+KEPT_COLOR, FILTERED_COLOR, WINDOW_COLOR, THRESHOLD_COLOR = "#1f77b4", "#9e9e9e", "#ffd54f", \
+    "#c62828"
+MAX_FRAMES = 8  # timesteps drawn in the example figure
+MAX_PAIRS = 5  # image-caption pairs drawn
+
+
+def fmt_num(x: float) -> str:
+    """Short human form of a float for figure labels (the card text gives exact values)."""
+    return f"{x:.4g}"
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _styled(draw):
+    """Run ``draw`` under matplotlib's default style, whatever the user's rc says."""
+    import matplotlib as mpl
+    import matplotlib.style
+
+    def wrapper(*args, **kwargs) -> bytes:
+        with matplotlib.style.context("default"), mpl.rc_context({"svg.hashsalt": "trajcorpus",
+                                                            "font.size": 9}):
+            return _png(draw(*args, **kwargs))
+
+    wrapper.__doc__ = draw.__doc__
+    wrapper.__name__ = draw.__name__
+    return wrapper
+
+
+@_styled
+def returns_png(config: str, audit: TaskAudit, eps: TaskEpisodes):
+    """Returns over collection order (best window shaded, threshold drawn) + kept/filtered hist."""
+    fig = _figure(11.0, 4.0)
+    ax, hx = fig.subplots(1, 2, width_ratios=(2.2, 1.0))
+    n = len(eps.returns)
+    x = np.arange(n)
+    ms = 4 if n <= 200 else 2 if n <= 5000 else 1
+    if audit.filter_on and audit.window is not None and audit.best_window_start is not None:
+        j, w = audit.best_window_start, audit.window
+        ax.axvspan(j - 0.5, j + w - 0.5, color=WINDOW_COLOR, alpha=0.45, lw=0,
+                   label=f"best window: episodes {j}..{j + w - 1} (W={w})")
+        if audit.expert_return is not None:
+            ax.hlines(audit.expert_return, j - 0.5, j + w - 0.5, colors="#6d4c00", lw=2.5,
+                      label=f"expert return (window mean) = {fmt_num(audit.expert_return)}")
+    ax.plot(x[eps.kept], eps.returns[eps.kept], "o", ms=ms, color=KEPT_COLOR,
+            label=f"kept ({int(eps.kept.sum())})")
+    ax.plot(x[~eps.kept], eps.returns[~eps.kept], "x", ms=ms + 1, color=FILTERED_COLOR,
+            label=f"filtered ({int((~eps.kept).sum())})")
+    if audit.threshold is not None:
+        ax.axhline(audit.threshold, color=THRESHOLD_COLOR, ls="--", lw=1.2,
+                   label=f"threshold = {fmt_num(audit.threshold)}")
+    ax.set_xlim(-0.5 - 0.01 * n, n - 0.5 + 0.01 * n)
+    ax.set_xlabel("episode index in collection order (0 = collected first)")
+    ax.set_ylabel("episode return (stored rewards)")
+    ax.set_title(f"{config} / {audit.task}: episode returns (N = {n})", loc="left")
+    ax.grid(True, lw=0.3, alpha=0.6)
+    # below the axes: "best" placement is slow on many points and can still cover data
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize=7,
+              frameon=False)
+
+    edges = np.histogram_bin_edges(eps.returns, bins=int(np.clip(np.sqrt(max(n, 1)) * 2, 5, 40)))
+    if edges[0] == edges[-1]:
+        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+    hx.hist([eps.returns[eps.kept], eps.returns[~eps.kept]], bins=edges, stacked=True,
+            color=[KEPT_COLOR, FILTERED_COLOR], label=["kept", "filtered"],
+            orientation="vertical")
+    if audit.threshold is not None:
+        hx.axvline(audit.threshold, color=THRESHOLD_COLOR, ls="--", lw=1.2, label="threshold")
+    hx.set_xlabel("episode return")
+    hx.set_ylabel("episodes")
+    hx.set_title("returns: kept vs filtered", loc="left")
+    hx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize=7,
+              frameon=False)
+    hx.grid(True, axis="y", lw=0.3, alpha=0.6)
+    return fig
+
+
+@_styled
+def token_mix_png(config: str, audits: Mapping[str, TaskAudit]):
+    """Share of each modality in every task's stored tokens (padding included); tasks without
+    tokens (e.g. unattributed rejects) have no bar."""
+    tasks = [t for t in audits if sum(audits[t].tokens.values())]
+    fig = _figure(10.0, 1.6 + 0.32 * max(len(tasks), 1))
+    ax = fig.subplots()
+    y = np.arange(len(tasks))
+    left = np.zeros(len(tasks))
+    totals = np.array([max(sum(audits[t].tokens.values()), 1) for t in tasks], dtype=np.float64)
+    for name in MODALITY_NAMES:
+        share = np.array([audits[t].tokens.get(name, 0) for t in tasks]) / totals * 100.0
+        ax.barh(y, share, left=left, color=MODALITY_COLORS[name], label=name, height=0.7,
+                edgecolor="white", linewidth=0.3)
+        for yi, (x0, sh) in enumerate(zip(left, share, strict=True)):
+            if sh >= 6.0:  # label segments wide enough to hold their number
+                ax.text(x0 + sh / 2, yi, f"{sh:.1f}%", ha="center", va="center", fontsize=7,
+                        color="white" if name in ("image", "separator", "action") else "black")
+        left += share
+    ax.set_yticks(y, [textwrap.shorten(t, 40, placeholder="...") for t in tasks])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of stored tokens (%), padding included")
+    ax.set_title(f"{config}: token mix by modality", loc="left")
+    fig.legend(*ax.get_legend_handles_labels(), ncols=len(MODALITY_NAMES),
+               loc="outside lower center", fontsize=7, frameon=False)
+    return fig
+
+
+def _show_image(ax, img: np.ndarray) -> None:
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(img[..., :3], interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _action_text(step) -> str:
+    if step.action_kind == "none" or len(step.actions) == 0:
+        return "no action"
+    if step.action_kind == "discrete":
+        vals = ", ".join(str(int(a)) for a in step.actions[:4])
+    else:
+        vals = ", ".join(f"{a:+.2f}" for a in step.actions[:3])
+    more = ", ..." if len(step.actions) > (4 if step.action_kind == "discrete" else 3) else ""
+    return f"action [{vals}{more}]"
+
+
+def _caption(step, width: int) -> str:
+    if step.text is not None:
+        return textwrap.fill(step.text, width)
+    if len(step.text_tokens):
+        ids = " ".join(str(t) for t in step.text_tokens[:12])
+        return textwrap.fill(f"text token ids: {ids}" + (" ..." if len(step.text_tokens) > 12
+                                                         else ""), width)
+    return ""
+
+
+@_styled
+def example_png(config: str, seq: DecodedSequence, first_step: int | None):
+    """One stored sequence decoded: frames with their actions, captions, decoded values."""
+    steps = seq.steps
+    vl = bool(steps) and all(s.action_kind == "none" for s in steps)
+    title = (f"{config}: example sequence decoded from its tokens "
+             f"({len(steps)} {'pairs' if vl else 'timesteps'}, {seq.length - seq.pad} tokens + "
+             f"{seq.pad} padding)")
+    if vl:
+        return _vl_figure(title, steps[:MAX_PAIRS])
+    return _rl_figure(title, seq, first_step)
+
+
+def _suptitle(fig, title: str, width_in: float) -> None:
+    fig.suptitle(textwrap.fill(title, int(width_in * 12)), fontsize=9, x=0.01, ha="left")
+
+
+def _integer_axis(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _vl_figure(title: str, steps: Sequence):
+    width = max(2.3 * max(len(steps), 1) + 0.4, 7.0)
+    fig = _figure(width, 3.8)
+    axes = np.atleast_1d(fig.subplots(1, max(len(steps), 1)))
+    for k, (ax, step) in enumerate(zip(axes, steps, strict=False)):
+        if step.images:
+            _show_image(ax, step.images[0])
+        else:
+            ax.axis("off")
+        ax.set_title(f"pair #{k}", fontsize=7)
+        ax.set_xlabel(_caption(step, 30), fontsize=7)
+    _suptitle(fig, title, width)
+    return fig
+
+
+def _rl_figure(title: str, seq: DecodedSequence, first_step: int | None):
+    steps = seq.steps
+    shown = steps[:MAX_FRAMES]
+    n_img = max((len(s.images) for s in shown), default=0)
+    has_obs = any(len(s.continuous_obs) for s in steps)
+    actions = [s.actions for s in steps if len(s.actions)]
+    rows_img = n_img
+    rows_plot = (1 if actions else 0) + (1 if has_obs and not n_img else 0)
+    heights = [1.5] * rows_img + [1.8] * rows_plot
+    width = max(2.0 * len(shown), 8.0)
+    fig = _figure(width, max(sum(heights) + 0.9, 2.5))
+    cols = max(len(shown), 1)
+    grid = fig.add_gridspec(max(len(heights), 1), cols, height_ratios=heights or [1.0])
+    labels, n_main = [], 0
+    for k, step in enumerate(shown):
+        if step.is_prompt:
+            labels.append(f"#{k}: prompt")
+        else:
+            labels.append(f"#{k}: episode step {first_step + n_main}" if first_step is not None
+                          else f"#{k}")
+            n_main += 1
+    for r in range(rows_img):
+        for k, step in enumerate(shown):
+            ax = fig.add_subplot(grid[r, k])
+            if r < len(step.images):
+                _show_image(ax, step.images[r])
+            else:
+                ax.axis("off")
+            if r == 0:
+                ax.set_title(labels[k] + ("\n" + _caption(step, 24) if len(step.text_tokens)
+                                          else ""), fontsize=7)
+            if r == rows_img - 1:
+                ax.set_xlabel(_action_text(step), fontsize=7)
+    row = rows_img
+    if has_obs and not n_img:
+        ax = fig.add_subplot(grid[row, :])
+        _obs_heatmap(ax, steps, seq.obs_mu_law)
+        row += 1
+    if actions:
+        ax = fig.add_subplot(grid[row, :])
+        _actions_plot(ax, steps, seq.action_mu_law)
+    _suptitle(fig, title, width)
+    return fig
+
+
+def _inverse(mu_law: bool) -> str:
+    return "bin centres, inverse mu-law" if mu_law else "bin centres; no mu-law for this field"
+
+
+def _obs_heatmap(ax, steps: Sequence, mu_law: bool) -> None:
+    width = max(len(s.continuous_obs) for s in steps)
+    mat = np.full((width, len(steps)), np.nan, dtype=np.float32)
+    for k, s in enumerate(steps):
+        mat[:len(s.continuous_obs), k] = s.continuous_obs
+    lim = float(np.nanmax(np.abs(mat))) if np.isfinite(mat).any() else 1.0
+    im = ax.imshow(mat, aspect="auto", cmap="coolwarm", vmin=-lim, vmax=lim,
+                   interpolation="nearest")
+    ax.figure.colorbar(im, ax=ax, label="decoded value")
+    ax.set_ylabel("observation value #")
+    ax.set_xlabel("timestep # within the sequence")
+    _integer_axis(ax.xaxis)
+    _integer_axis(ax.yaxis)
+    ax.set_title(f"continuous observations decoded from their tokens ({_inverse(mu_law)})",
+                 loc="left", fontsize=8)
+
+
+def _actions_plot(ax, steps: Sequence, mu_law: bool) -> None:
+    idx = [k for k, s in enumerate(steps) if len(s.actions)]
+    kind = steps[idx[0]].action_kind
+    width = max(len(steps[k].actions) for k in idx)
+    mat = np.full((len(idx), width), np.nan)
+    for r, k in enumerate(idx):
+        mat[r, :len(steps[k].actions)] = steps[k].actions
+    prompt = np.array([steps[k].is_prompt for k in idx])
+    if prompt.any():
+        xs = np.array(idx)[prompt]
+        ax.axvspan(xs.min() - 0.5, xs.max() + 0.5, color="#eeeeee", label="prompt timesteps")
+    for d in range(width):
+        style = "-o" if kind == "discrete" or len(idx) <= 40 else "-"
+        ax.plot(idx, mat[:, d], style, ms=3, lw=1, label=f"action[{d}]" if width <= 8 else None,
+                drawstyle="steps-mid" if kind == "discrete" else "default")
+    ax.set_xlabel("timestep # within the sequence")
+    ax.set_ylabel("action id" if kind == "discrete" else "decoded action value")
+    _integer_axis(ax.xaxis)
+    if kind == "discrete":
+        _integer_axis(ax.yaxis)
+    how = "" if kind == "discrete" else f" ({_inverse(mu_law)})"
+    ax.set_title(f"{kind} actions decoded from their tokens{how}", loc="left", fontsize=8)
+    ax.grid(True, lw=0.3, alpha=0.6)
+    if width <= 8 or prompt.any():
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
