@@ -467,3 +467,64 @@ def test_card_on_gcs_equals_the_local_card(out_dir, gcs):
         assert f.read() == (root / "README.md").read_bytes()
     with fs.open_uri(fs.join(uri, "card/demo-atari/example.png"), "rb") as f:
         assert f.read() == (root / "card/demo-atari/example.png").read_bytes()
+
+
+# --- a real run of the Beam job ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from trajcorpus.pipelines import run_job
+
+    out = tmp_path_factory.mktemp("demo") / "OUT"
+    run_job(catalog=str(REPO / "catalog.yaml"), dataset="demo-rlds", output=str(out),
+            progress=False)
+    return out
+
+
+def test_card_of_a_real_demo_run(demo_run, fixtures):
+    """The RLDS demo through the real job: the card's filter evidence agrees with the fixture's
+    independently computed returns, every check passes, and the decoded example gives back the
+    fixture's language instruction."""
+    import sentencepiece as spm
+
+    from trajcorpus.cards.inputs import load_inputs
+    from trajcorpus.cards.shardio import first_example
+    from trajcorpus.cards.writer import _mu_law
+
+    out = demo_run
+    text = (out / "README.md").read_text()
+    truth = json.loads((fixtures / "robot_stacking/rlds/ground_truth.json").read_text())
+    audit = json.loads((out / "audit/demo-rlds.json").read_text())
+    (task, a), = audit.items()
+    row = _table_rows(_config_block(_section(text, "Filter evidence"), "demo-rlds"))[task]
+    returns = [e["return"] for e in truth["episodes"]]
+    assert int(row[1]) == a["episodes_total"] == truth["num_episodes"] == len(returns)
+    w = max(1, min(1000, len(returns) // 10))
+    best = max(sum(returns[j:j + w]) / w for j in range(len(returns) - w + 1))
+    assert int(row[2]) == w
+    assert float(row[4]) == a["expert_return"] == pytest.approx(best, rel=1e-6)
+    assert int(row[9]) == a["kept"] == sum(r >= a["threshold"] for r in returns)
+    assert "**FAIL**" not in _section(text, "Consistency checks")
+    for rel in _links(text):
+        assert (out / rel).read_bytes().startswith(PNG_MAGIC)
+    assert f"card/demo-rlds/returns-{task}.png" in _links(text)
+    assert "text decoded with `tokenizer/demo-rlds.model` (sha256 checked)" in text
+
+    cfg = load_inputs(str(out)).configs["demo-rlds"]
+    from trajcorpus.cards.checks import primary_files
+
+    ex = first_example(str(out), primary_files(cfg))
+    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer/demo-rlds.model"))
+    obs_mu, act_mu = _mu_law(cfg)
+    seq = decode_example(ex, obs_mu_law=obs_mu, action_mu_law=act_mu, text_decoder=sp.decode)
+    meta = json.loads(ex["meta"])
+    index = int(meta["episode_id"].rsplit(":", 1)[1])  # "{file}:{record}" of the RLDS reader
+    episode = next(e for e in truth["episodes"] if e["episode_id"] == index)
+    # this run's first example starts at its episode's first step, where the instruction is
+    assert meta["first_step"] == 0 and not seq.steps[0].is_prompt
+    assert seq.steps[0].text == episode["instruction"]
+    assert all(len(s.images) >= 1 and s.images[0].shape[:2] == (80, 80) for s in seq.steps)
+
+    before = _tree(out)
+    write_card(str(out))
+    assert _tree(out) == before

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from .. import fs
-from .inputs import CardInputs, ConfigInputs, ShardEntry, lookup
+from .inputs import CardInputs, ConfigInputs, ShardEntry
 
 __all__ = [
     "TASK_CATEGORIES",
@@ -213,17 +213,25 @@ def card_metadata(inputs: CardInputs, primary_examples: int,
         meta["license_name"] = "per-config"
         meta["license_details"] = "; ".join(
             f"{c.name}: {c.entry.get('license', 'not recorded')}" for c in inputs.configs.values())
+    sources = sorted({_public_source(e) for e in entries} - {""})
     meta.update({
         "pretty_name": _pretty_name(inputs),
         "task_categories": categories or ["other"],
         "size_categories": [size_category(primary_examples)],
         "tags": tags,
-        "source_datasets": sorted({str(lookup(e, "homepage", "uri", default=""))
-                                   for e in entries if lookup(e, "homepage", "uri")}),
+        **({"source_datasets": sources} if sources else {}),
         "configs": hub,
         "dataset_info": [_dataset_info(inputs, h, config_of(h, inputs)) for h in hub],
     })
     return meta
+
+
+def _public_source(entry: dict[str, Any]) -> str:
+    """The source's homepage, else its URI when it is a public address (never a local path)."""
+    if entry.get("homepage"):
+        return str(entry["homepage"])
+    uri = str(entry.get("uri") or "")
+    return uri if "://" in uri else ""
 
 
 def _pretty_name(inputs: CardInputs) -> str:

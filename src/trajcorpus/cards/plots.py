@@ -266,7 +266,7 @@ def _obs_heatmap(ax, steps: Sequence, mu_law: bool) -> None:
     lim = float(np.nanmax(np.abs(mat))) if np.isfinite(mat).any() else 1.0
     im = ax.imshow(mat, aspect="auto", cmap="coolwarm", vmin=-lim, vmax=lim,
                    interpolation="nearest")
-    ax.figure.colorbar(im, ax=ax, label="decoded value")
+    ax.figure.colorbar(im, ax=ax, label="decoded value", fraction=0.03, pad=0.01)
     ax.set_ylabel("observation value #")
     ax.set_xlabel("timestep # within the sequence")
     _integer_axis(ax.xaxis)
@@ -288,7 +288,7 @@ def _actions_plot(ax, steps: Sequence, mu_law: bool) -> None:
         ax.axvspan(xs.min() - 0.5, xs.max() + 0.5, color="#eeeeee", label="prompt timesteps")
     for d in range(width):
         style = "-o" if kind == "discrete" or len(idx) <= 40 else "-"
-        ax.plot(idx, mat[:, d], style, ms=3, lw=1, label=f"action[{d}]" if width <= 8 else None,
+        ax.plot(idx, mat[:, d], style, ms=3, lw=1, label=f"action[{d}]" if width <= 16 else None,
                 drawstyle="steps-mid" if kind == "discrete" else "default")
     ax.set_xlabel("timestep # within the sequence")
     ax.set_ylabel("action id" if kind == "discrete" else "decoded action value")
@@ -298,5 +298,6 @@ def _actions_plot(ax, steps: Sequence, mu_law: bool) -> None:
     how = "" if kind == "discrete" else f" ({_inverse(mu_law)})"
     ax.set_title(f"{kind} actions decoded from their tokens{how}", loc="left", fontsize=8)
     ax.grid(True, lw=0.3, alpha=0.6)
-    if width <= 8 or prompt.any():
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if width <= 16 or prompt.any():
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                  ncols=1 if width <= 6 else 2)
