@@ -29,6 +29,7 @@ import functools
 import gzip
 import io
 import json
+import re
 import shutil
 import struct
 import sys
@@ -454,10 +455,13 @@ def _(fx: Path, out: Path) -> Built:
       r"catalog\.yaml:\d+: entry 'demo-rlds' field 'tokenize\.image_size': .*multiples of 16")
 def _(fx: Path, out: Path) -> Built:
     """catalog.yaml: an image size that cannot be cut into 16x16 patches"""
-    return _catalog(out, lambda t: t.replace("tokenize: {image_size: [80, 80], mu_law: true, "
-                                             "mu_law_exempt: [actions]}\n    license: Apache",
-                                             "tokenize: {image_size: [84, 84]}\n    license: "
-                                             "Apache"))
+    def edit(t: str) -> str:  # the tokenize line of the demo-rlds entry, whatever it holds now
+        out, n = re.subn(r"(id: demo-rlds\n(?:    .*\n)*?    tokenize: )\{[^}\n]*\}",
+                         r"\1{image_size: [84, 84]}", t, count=1)
+        assert n == 1, "demo-rlds tokenize line not found in catalog.yaml"
+        return out
+
+    return _catalog(out, edit)
 
 
 # =================================================================================================
