@@ -528,3 +528,18 @@ def test_card_of_a_real_demo_run(demo_run, fixtures):
     before = _tree(out)
     write_card(str(out))
     assert _tree(out) == before
+
+
+def test_rejection_groups_are_bounded(tmp_path, monkeypatch):
+    from trajcorpus.cards import inputs
+
+    monkeypatch.setattr(inputs, "MAX_REJECT_GROUPS", 2)
+    (tmp_path / "audit").mkdir()
+    rows = [{"task": "T", "kind": "SourceError", "reason": f"bad byte at offset {i}",
+             "location": f"f @ {i}"} for i in range(5)]
+    (tmp_path / "audit" / "c.rejected.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    groups = inputs._load_rejects(str(tmp_path), "c")
+    assert sum(g.count for g in groups) == 5 and len(groups) == 3
+    pooled = next(g for g in groups if g.reason == inputs.OTHER_REASONS)
+    assert pooled.count == 3 and pooled.locations == ["f @ 2", "f @ 3", "f @ 4"]

@@ -35,6 +35,8 @@ MODALITY_NAMES: tuple[str, ...] = (
 _AUDIT_INTS = ("read", "rejected", "filtered", "kept", "episodes_total", "sequences",
                "prompted_sequences")
 MAX_EXAMPLE_LOCATIONS = 3  # example locations listed per rejection reason
+MAX_REJECT_GROUPS = 10_000  # distinct (task, kind, reason) kept; later ones are pooled
+OTHER_REASONS = "(other reasons, pooled: see the JSONL file)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +77,10 @@ class TaskAudit:
 
 @dataclasses.dataclass
 class TaskEpisodes:
-    """A task's read episodes in collection order (sorted by order, then episode_id)."""
+    """A task's read episodes in collection order (sorted by order, then episode_id): only what
+    the plots and checks use, as arrays (a task can have millions of episodes)."""
 
-    episode_ids: list[str]
-    agents: list[str]
     returns: np.ndarray  # float64 [N]
-    lengths: np.ndarray  # int64 [N]
     kept: np.ndarray  # bool [N]
 
 
@@ -276,20 +276,16 @@ def _load_episodes(out: str, config: str) -> dict[str, TaskEpisodes]:
     for lineno, r in _iter_jsonl(uri):
         try:
             order = tuple(int(o) for o in (r.get("order") or ()))
-            rows.setdefault(str(r["task"]), []).append((
-                order, str(r["episode_id"]), str(r.get("agent", "")), float(r["return"]),
-                int(r.get("length", 0)), bool(r["kept"])))
+            rows.setdefault(str(r["task"]), []).append(
+                (order, str(r["episode_id"]), float(r["return"]), bool(r["kept"])))
         except (KeyError, TypeError, ValueError) as e:
             raise ShardError(f"{uri}:{lineno}", f"bad episode row: {e}") from None
     out_: dict[str, TaskEpisodes] = {}
     for task in sorted(rows):
-        rs = sorted(rows[task], key=lambda r: (r[0], r[1]))  # the filter's collection order
-        out_[task] = TaskEpisodes(
-            episode_ids=[r[1] for r in rs], agents=[r[2] for r in rs],
-            returns=np.array([r[3] for r in rs], dtype=np.float64),
-            lengths=np.array([r[4] for r in rs], dtype=np.int64),
-            kept=np.array([r[5] for r in rs], dtype=bool),
-        )
+        rs = rows.pop(task)
+        rs.sort(key=lambda r: (r[0], r[1]))  # the filter's collection order
+        out_[task] = TaskEpisodes(returns=np.fromiter((r[2] for r in rs), np.float64, len(rs)),
+                                  kept=np.fromiter((r[3] for r in rs), bool, len(rs)))
     return out_
 
 
@@ -302,6 +298,8 @@ def _load_rejects(out: str, config: str) -> list[RejectGroup]:
         task = str(r.get("task") or "(unattributed)")
         kind = str(r.get("kind") or "")
         reason = str(r.get("reason") or "(no reason given)")
+        if (task, kind, reason) not in groups and len(groups) >= MAX_REJECT_GROUPS:
+            reason = OTHER_REASONS  # bounded memory when every reason is unique
         g = groups.get((task, kind, reason))
         if g is None:
             g = groups[(task, kind, reason)] = RejectGroup(task, kind, reason, 0, [])
