@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from .. import fs
 from ..errors import TrajcorpusError
+from .atomic import atomic_open
 from .filter import FilterResult, is_kept
 from .stages import MODALITY_NAMES, UNATTRIBUTED
 
@@ -82,8 +83,7 @@ def stitch_episodes(parts: Iterable[str], out_uri: str, thresholds: Mapping[str,
     Returns kept counts per task, which the caller compares with the filter's own counts.
     """
     kept: Counter = Counter()
-    tmp = f"{out_uri}.tmp"
-    with fs.open_uri(tmp, "wb") as out:
+    with atomic_open(out_uri) as out:
         for uri in parts:
             with fs.open_uri(uri, "rb") as f:
                 for line in f:
@@ -91,26 +91,21 @@ def stitch_episodes(parts: Iterable[str], out_uri: str, thresholds: Mapping[str,
                     row["kept"] = is_kept(row["return"], thresholds.get(row["task"]))
                     kept[row["task"]] += row["kept"]
                     out.write((json.dumps(row, sort_keys=True) + "\n").encode("utf-8"))
-    fs.rename(tmp, out_uri)
     return kept
 
 
 def stitch_rejected(parts: Iterable[str], out_uri: str) -> int:
     """Concatenate the per-unit rejected lists in unit order; returns the line count."""
     n = 0
-    tmp = f"{out_uri}.tmp"
-    with fs.open_uri(tmp, "wb") as out:
+    with atomic_open(out_uri) as out:
         for uri in parts:
             with fs.open_uri(uri, "rb") as f:
                 for line in f:
                     out.write(line)
                     n += 1
-    fs.rename(tmp, out_uri)
     return n
 
 
 def write_json(uri: str, data: object) -> None:
-    tmp = f"{uri}.tmp"
-    with fs.open_uri(tmp, "wb") as f:
+    with atomic_open(uri) as f:
         f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    fs.rename(tmp, uri)

@@ -13,9 +13,9 @@ unpickles anything.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import struct
-import uuid
 from typing import IO
 
 import numpy as np
@@ -23,6 +23,7 @@ import numpy as np
 from .. import fs
 from ..errors import ShardError
 from ..tokenizers.tokenized import TokenizedEpisode
+from .atomic import atomic_open
 
 __all__ = ["SpillWriter", "SpillReader", "encode_record", "decode_record"]
 
@@ -64,18 +65,19 @@ def decode_record(buf: bytes, where: str = "spill") -> TokenizedEpisode:
 
 
 class SpillWriter:
-    """Appends records to one file; written under a temporary name and moved on close, so a
-    retried bundle replaces its file whole."""
+    """Appends records to one file, published whole on close (see :mod:`.atomic`), so a retried
+    bundle replaces its file rather than appending to it."""
 
     def __init__(self, uri: str):
         self.uri = uri
-        self._tmp = f"{uri}.tmp-{uuid.uuid4().hex[:8]}"
+        self._ctx: contextlib.AbstractContextManager | None = None
         self._f: IO | None = None
         self._pos = 0
 
     def write(self, tok: TokenizedEpisode) -> tuple[int, int]:
         if self._f is None:
-            self._f = fs.open_uri(self._tmp, "wb")
+            self._ctx = atomic_open(self.uri)
+            self._f = self._ctx.__enter__()
         buf = encode_record(tok)
         self._f.write(buf)
         at = self._pos
@@ -87,17 +89,19 @@ class SpillWriter:
         return self._f is None
 
     def close(self) -> None:
-        if self._f is None:
-            return
-        self._f.close()
-        self._f = None
-        fs.rename(self._tmp, self.uri)
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+        self._ctx = self._f = None
 
     def abort(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-            fs.remove(self._tmp)
+        """Drop a half-written file (local: the temporary; gs://: the upload is abandoned)."""
+        if self._ctx is not None:
+            err = RuntimeError("spill aborted")
+            try:
+                self._ctx.__exit__(RuntimeError, err, None)
+            except RuntimeError:
+                pass
+        self._ctx = self._f = None
 
 
 class SpillReader:

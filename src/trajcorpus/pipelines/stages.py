@@ -29,6 +29,7 @@ from ..sources.base import Source, Unit
 from ..tokenizers.scheme import Modality
 from ..tokenizers.tokenized import TokenizedEpisode
 from . import prompts
+from .atomic import atomic_open
 from .filter import FilterResult, filter_task
 from .sequences import assemble, concat_tokenized, cut_windows, pack_vl, step_sizes
 from .spill import SpillReader, SpillWriter
@@ -319,11 +320,9 @@ class ReadUnit(beam.DoFn):
 
 
 def _write_jsonl(uri: str, rows: Iterable[dict]) -> None:
-    tmp = f"{uri}.tmp"
-    with fs.open_uri(tmp, "wb") as f:
+    with atomic_open(uri) as f:
         for row in rows:
             f.write((json.dumps(row, sort_keys=True) + "\n").encode("utf-8"))
-    fs.rename(tmp, uri)
 
 
 # --- filter and prompt candidates ------------------------------------------------------------
