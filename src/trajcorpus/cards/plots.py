@@ -98,6 +98,9 @@ def returns_png(config: str, audit: TaskAudit, eps: TaskEpisodes):
     edges = np.histogram_bin_edges(eps.returns, bins=int(np.clip(np.sqrt(max(n, 1)) * 2, 5, 40)))
     if edges[0] == edges[-1]:
         edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+    if audit.threshold is not None and edges[0] < audit.threshold < edges[-1]:
+        # an edge at the threshold: no bar mixes kept and filtered returns
+        edges = np.unique(np.append(edges, audit.threshold))
     hx.hist([eps.returns[eps.kept], eps.returns[~eps.kept]], bins=edges, stacked=True,
             color=[KEPT_COLOR, FILTERED_COLOR], label=["kept", "filtered"],
             orientation="vertical")
