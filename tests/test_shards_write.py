@@ -41,7 +41,7 @@ from trajcorpus.shards.tarcodec import iter_tar
 FORMATS = ("webdataset", "parquet")
 
 
-def write_config(out: Path, config: str, examples: list[dict], shards: int,
+def write_config(out: Path | str, config: str, examples: list[dict], shards: int,
                  formats=FORMATS, split: str = "train") -> list[ShardFile]:
     files = []
     for fmt in formats:
@@ -351,3 +351,33 @@ def test_publish_uploads_a_verified_folder(tmp_path, monkeypatch):
     assert calls == []
     with pytest.raises(ShardError, match="local folder"):
         publish("gs://bucket/out", "org/name")
+
+
+def test_write_and_verify_on_gcs(gcs):
+    from trajcorpus import fs
+
+    out = "gs://trajcorpus-test/shards-write/out"
+    exs = make_examples(9, seed=14, channels=3)
+    files = write_config(out, "c", exs, 2)
+    write_manifest(out, files, "c", {"seed": 0})
+    assert verify_output(out).ok
+    m = read_manifest(out)
+    assert [f.path for f in m.files] == sorted(f.path for f in files)
+    with fs.open_uri(f"{out}/{files[0].path}", "rb") as fh:
+        rows = list(iter_tar(fh, files[0].path))
+    for (_, got), want in zip(rows, exs[0::2], strict=True):
+        assert_same_example(got, want)
+    # a write that fails midway publishes nothing under the shard name
+    bad = [*exs[:3], dict(exs[3], meta="{")]
+    rel = shard_relpath("d", "train", "parquet", 0, 1)
+    with pytest.raises(ShardError, match="not valid JSON"):
+        write_shard(bad, out, rel, "parquet")
+    assert not fs.exists(f"{out}/{rel}")
+    # changed and extra objects are found
+    with fs.open_uri(f"{out}/{files[1].path}", "wb") as fh:
+        fh.write(b"not the shard")
+    with fs.open_uri(f"{out}/data/c/stray.parquet", "wb") as fh:
+        fh.write(b"x")
+    report = verify_output(out)
+    assert report.mismatched == [files[1].path]
+    assert report.extra == ["data/c/stray.parquet"]

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .. import __version__, fs
 from ..errors import ShardError
 from .layout import DATA_DIR, parse_relpath
-from .writer import TEMP_MARKER, ShardFile
+from .writer import ShardFile, atomic_open
 
 __all__ = ["MANIFEST", "MANIFEST_VERSION", "Manifest", "write_manifest", "read_manifest",
            "VerifyReport", "verify_output", "sha256_of"]
@@ -101,8 +100,8 @@ def write_manifest(out: str, files: list[ShardFile], config: str, info: dict) ->
     """Write ``OUT/manifest.json`` listing ``files`` for ``config`` (replacing that config's
     previous entry, keeping the others) and return its URI.
 
-    Call it after every shard is in place: its presence marks the run finished. The JSON goes to
-    a temporary name first and is renamed over the old manifest, so readers never see half a file.
+    Call it after every shard is in place: its presence marks the run finished. It is written
+    whole-or-nothing (:func:`.writer.atomic_open`), so readers never see half a manifest.
     """
     files = _check_files(files, config)
     try:
@@ -116,10 +115,8 @@ def write_manifest(out: str, files: list[ShardFile], config: str, info: dict) ->
     configs[config] = info
     merged = Manifest(files=sorted(kept + files, key=lambda f: f.path), configs=configs)
     text = json.dumps(merged.to_dict(), indent=1, sort_keys=False) + "\n"
-    temp = f"{uri}{TEMP_MARKER}{uuid.uuid4().hex[:12]}"
-    with fs.open_uri(temp, "w") as f:
-        f.write(text)
-    fs.rename(temp, uri)
+    with atomic_open(uri) as f:
+        f.write(text.encode("utf-8"))
     return uri
 
 

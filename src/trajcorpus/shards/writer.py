@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Iterable, Iterator
@@ -15,9 +16,55 @@ from .layout import parse_relpath
 from .parquetcodec import write_parquet
 from .tarcodec import write_tar
 
-__all__ = ["ShardFile", "write_shard", "HashingWriter", "TEMP_MARKER"]
+__all__ = ["ShardFile", "write_shard", "HashingWriter", "TEMP_MARKER", "atomic_open"]
 
 TEMP_MARKER = ".tmp-"  # temporary names: {final}.tmp-{uuid}; verify reports leftovers as extra
+
+
+def _abandon(f: IO[bytes]) -> None:
+    """Drop an unfinished object-store upload without publishing it.
+
+    fsspec's ``discard()`` cancels a started (resumable) upload but leaves the file open, and a
+    small file has not started one at all; either way the file's ``__del__`` would later call
+    ``close()``, which uploads the buffer and publishes the partial object (seen with gcsfs).
+    Marking it closed prevents that. A failed cancel (the emulator answers 501) only leaves an
+    unfinished upload, which GCS never publishes, so it does not mask the original error.
+    """
+    discard = getattr(f, "discard", None)
+    if discard is not None:
+        with contextlib.suppress(Exception):
+            discard()
+    with contextlib.suppress(AttributeError):
+        f.closed = True
+
+
+@contextlib.contextmanager
+def atomic_open(uri: str) -> Iterator[IO[bytes]]:
+    """Open ``uri`` for writing so that readers see the old file or the whole new one.
+
+    File systems: a temporary name beside the target, renamed into place when complete. Object
+    stores (gs://, s3://, memory://) publish an object only when its upload completes, so the
+    target is written directly (a rename there is a copy plus a delete, slower and no safer)
+    and a failed write discards the upload instead of closing, which would publish it.
+    """
+    if not fs.is_local(uri):
+        f = fs.open_uri(uri, "wb")
+        try:
+            yield f
+        except BaseException:
+            _abandon(f)
+            raise
+        f.close()
+        return
+    temp = f"{uri}{TEMP_MARKER}{uuid.uuid4().hex[:12]}"
+    try:
+        with fs.open_uri(temp, "wb") as f:
+            yield f
+        fs.rename(temp, uri)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.remove(temp)
+        raise
 
 
 @dataclass(frozen=True)
@@ -92,27 +139,18 @@ def _checked(examples: Iterable[dict], relpath: str) -> Iterator[dict]:
 def write_shard(examples: Iterable[dict], out: str, relpath: str, fmt: str) -> ShardFile:
     """Write ``examples`` (already in final order, keys ascending) to ``OUT/relpath``.
 
-    The bytes go to a temporary name beside the target and are moved into place only once
-    complete, so a crash never leaves a truncated file under a shard name. The same examples
-    give the same bytes (fixed tar metadata, deterministic zstd and Parquet encoders).
+    The file appears under its shard name only once complete (:func:`atomic_open`), so a crash
+    never leaves a truncated shard. The same examples give the same bytes (fixed tar metadata,
+    deterministic zstd and Parquet encoders).
     """
     name = parse_relpath(relpath)
     if name.format != fmt:
         raise ShardError(relpath, f"extension does not match format {fmt!r}")
     target = fs.join(out, relpath)
-    temp = f"{target}{TEMP_MARKER}{uuid.uuid4().hex[:12]}"
     fs.makedirs(target.rsplit("/", 1)[0])
-    try:
-        with fs.open_uri(temp, "wb") as raw:
-            sink = HashingWriter(raw)
-            rows = _checked(examples, relpath)
-            count = write_tar(rows, sink) if fmt == "webdataset" else write_parquet(rows, sink)
-        fs.rename(temp, target)
-    except BaseException:
-        try:
-            fs.remove(temp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(target) as raw:
+        sink = HashingWriter(raw)
+        rows = _checked(examples, relpath)
+        count = write_tar(rows, sink) if fmt == "webdataset" else write_parquet(rows, sink)
     return ShardFile(path=relpath, bytes=sink.count, sha256=sink.sha.hexdigest(), examples=count,
                      config=name.config, split=name.split, format=fmt)
