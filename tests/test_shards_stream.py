@@ -396,3 +396,15 @@ def test_readers_over_gcs(corpus, gcs):
     tds = TorchShardDataset(ShardDataset(uri, "rgb"), batch_size=5, rank=1, world_size=2)
     keys = keys_of(tds.loader(num_workers=0))
     assert len(keys) == 6 and all(k[0] == "r" for k in keys)
+
+
+def test_corrupt_tar_header_is_named_without_verification(corpus, tmp_path):
+    out = copy_corpus(corpus[0], tmp_path / "c")
+    victim = out / "data/gray/train-00000-of-00007.tar"
+    data = bytearray(victim.read_bytes())
+    second = 512 + -(-int(data[124:136].split(b"\0")[0].strip() or b"0", 8) // 512) * 512
+    data[second + 3] ^= 0x20  # a byte of the second member's name
+    victim.write_bytes(bytes(data))
+    ds = ShardDataset(str(out), "gray", fmt="webdataset")
+    with pytest.raises(ShardError, match=f"offset {second}: tar header checksum mismatch"):
+        keys_of(NumpyLoader(ds, 4, verify=False))
