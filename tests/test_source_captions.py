@@ -271,7 +271,7 @@ def test_img2dataset_truncated_tar_is_a_rejected_unit(fixtures, tmp_path):
     eps, bad = _split(items)
     assert eps and len(eps) < 10  # the samples before the cut still count
     assert bad[-1].kind == "unit"
-    assert bad[-1].reason.startswith(f"{tmp_path}/00000.tar: corrupt or truncated tar")
+    assert bad[-1].message.startswith(f"{tmp_path}/00000.tar: corrupt or truncated tar")
 
 
 # -- Hugging Face parquet ---------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_hf_parquet_column_detection_and_options(hf_table, fixtures, tmp_path):
     assert [e.text() for e in named] == [g["caption"] for g in gt]
     assert (named[0].task, named[0].agent) == ("hf-image-parquet", "plain")
     (bad,) = _read("hf-image-parquet", tmp_path / "plain.parquet", image_column="nope")
-    assert bad.kind == "unit" and "[image_column]: no image column 'nope'" in bad.reason
+    assert bad.kind == "unit" and "[image_column]: no image column 'nope'" in bad.message
 
 
 def test_hf_parquet_bad_rows(hf_table, tmp_path):
@@ -350,6 +350,6 @@ def test_hf_parquet_bad_rows(hf_table, tmp_path):
 def test_hf_parquet_not_parquet(tmp_path):
     (tmp_path / "x.parquet").write_bytes(b"PAR1 but not really")
     (bad,) = _read("hf-image-parquet", tmp_path)
-    assert bad.kind == "unit" and bad.reason.startswith(f"{tmp_path}/x.parquet: cannot read parquet")
+    assert bad.kind == "unit" and bad.message.startswith(f"{tmp_path}/x.parquet: cannot read parquet")
     with pytest.raises(SourceError, match="no .parquet files found"):
         open_source("hf-image-parquet", str(tmp_path / "none")).units()

@@ -130,7 +130,7 @@ def test_missing_key(fixtures, tmp_path):
     path = _rewrite(fixtures / FILE, tmp_path / "nokey.hdf5", lambda a: a.pop("rewards"))
     (bad,) = _read(path)
     assert isinstance(bad, Rejected) and bad.kind == "unit"
-    assert bad.reason.startswith(f"{path} [rewards]: missing dataset")
+    assert bad.message.startswith(f"{path} [rewards]: missing dataset")
     with pytest.raises(SourceError, match=r"nokey\.hdf5 \[rewards\]: missing dataset"):
         list(open_source("d4rl", str(path)).episodes())
 

@@ -217,7 +217,7 @@ def test_truncated_gzip_rejects_the_rest_of_the_unit(fixtures, tmp_path):
     path.write_bytes(src.read_bytes()[: int(src.stat().st_size * 0.6)])
     items = read_all(str(tmp_path / "root"))
     assert isinstance(items[-1], Rejected) and items[-1].kind == "unit"
-    assert "truncated gzip stream" in items[-1].reason and str(path) in items[-1].reason
+    assert "truncated gzip stream" in items[-1].message and str(path) in items[-1].message
     assert all(isinstance(i, Episode) for i in items[:-1])
 
 
@@ -230,7 +230,7 @@ def test_bad_length_crc_rejects_the_unit(fixtures, tmp_path):
     path.write_bytes(gzip.compress(b"".join(framed)))
     items = read_all(str(tmp_path / "root"))
     assert [type(i) for i in items] == [Episode, Rejected]
-    assert items[1].kind == "unit" and f"@ offset {len(framed[0])}" in items[1].reason
+    assert items[1].kind == "unit" and f"@ offset {len(framed[0])}" in items[1].message
     assert "bad length CRC" in items[1].reason
 
 

@@ -222,6 +222,11 @@ class Rejected:
     kind: str = "episode"
     task: str = ""  # the task it would have belonged to, when the reader knows it
 
+    @property
+    def message(self) -> str:
+        """``location: reason``, the one-line form a user reads."""
+        return f"{self.location}: {self.reason}"
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
