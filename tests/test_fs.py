@@ -49,3 +49,13 @@ def test_rename_and_remove_local(tmp_path):
     assert (tmp_path / "x").read_text() == "1" and not src.exists()
     fs.remove(str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
+
+
+def test_rename_on_gcs_is_copy_and_delete(gcs):
+    src = "gs://trajcorpus-test/fs-test/r.tmp"
+    with fs.open_uri(src, "wb") as f:
+        f.write(b"payload")
+    fs.rename(src, "gs://trajcorpus-test/fs-test/r")
+    assert not fs.exists(src)
+    with fs.open_uri("gs://trajcorpus-test/fs-test/r") as f:
+        assert f.read() == b"payload"
