@@ -171,6 +171,15 @@ def test_spill_refuses_garbage() -> None:
         decode_record(b"XXXX" + good[4:])
     with pytest.raises(ShardError, match="truncated"):
         decode_record(good[:-3])
+    hlen = int.from_bytes(good[4:8], "little")
+    header = good[8:8 + hlen].replace(b"[5]", b"[99999999999]", 1)
+    bomb = good[:4] + len(header).to_bytes(4, "little") + header + good[8 + hlen:]
+    with pytest.raises(ShardError, match="more than"):  # the shapes bound decompression
+        decode_record(bomb)
+    header = good[8:8 + hlen].replace(b"[5]", b"[6]", 1)
+    lying = good[:4] + len(header).to_bytes(4, "little") + header + good[8 + hlen:]
+    with pytest.raises(ShardError, match="truncated"):
+        decode_record(lying)
     bad_dtype = good.replace(b'"<i4"', b'"|O8"', 1)
     with pytest.raises(ShardError, match="dtype"):
         decode_record(bad_dtype)

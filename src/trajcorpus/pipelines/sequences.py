@@ -90,7 +90,8 @@ class SequenceArrays:
     patch_position: np.ndarray
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        return dataclasses.asdict(self)
+        """The fields by name, the arrays themselves (``dataclasses.asdict`` would deep-copy)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def _pad(x: np.ndarray, n: int, value: int, dtype) -> np.ndarray:
