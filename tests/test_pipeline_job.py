@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from trajcorpus import fs
 from trajcorpus.errors import SourceError, TrajcorpusError
 from trajcorpus.pipelines import run_job
 from trajcorpus.pipelines.audit import AUDIT_KEYS
@@ -61,6 +60,9 @@ def work(tmp_path_factory) -> Path:
         _entry("hop", "minari", str(MINARI_ROOT), **hopper),
         _entry("bad", "minari", str(bad), options={"episodes_per_unit": 10},
                sequence={"length": L, "prompt_tokens": BUDGET}),
+        _entry("tiny", "dqn-replay", str(FIX / "atari_dqn_replay"), options={"games": ["Pong"]},
+               agent="{task}/run{agent}", tokenize={"image_size": [80, 80]},
+               sequence={"length": 16, "prompt_tokens": 0}),
         _entry("coco", "coco-captions", str(FIX / "image_caption/coco"),
                filter={"enabled": False}, tokenize={"image_size": [64, 64]}),
     ]}
@@ -328,24 +330,27 @@ def test_bad_episodes_are_quarantined_and_counted(work, monkeypatch) -> None:
     assert res.total("read") == 31 and res.total("rejected") == 3
 
 
+def test_a_timestep_longer_than_L_quarantines_its_episode(work) -> None:
+    """80x80 frames are 25 patch slots + separator + action = 27 tokens > L = 16: every episode
+    is rejected with a reason naming it, and the job still finishes (with one empty shard)."""
+    res = _run(work, "tiny", work / "tiny", fmt="both")
+    gt = json.loads((FIX / "atari_dqn_replay/Pong/1/ground_truth.json").read_text())
+    audit = json.loads((work / "tiny/audit/tiny.json").read_text())
+    assert audit["Pong"]["rejected"] == audit["Pong"]["read"] == len(gt["episodes"])
+    assert audit["Pong"]["kept"] == audit["Pong"]["sequences"] == 0
+    rejected = [json.loads(x) for x in (work / "tiny/audit/tiny.rejected.jsonl").read_text()
+                .splitlines()]
+    assert all("has 27 tokens, more than the sequence length L=16" in r["reason"]
+               and "episode" in r["reason"] for r in rejected)
+    assert len({r["location"] for r in rejected}) == len(rejected)
+    assert sorted(f["path"] for f in res.files) == ["data/tiny/train-00000-of-00001.parquet",
+                                                    "data/tiny/train-00000-of-00001.tar"]
+    assert all(f["examples"] == 0 for f in res.files)
+
+
 # --- vision-language, text model, gs:// output, re-runs --------------------------------------------
 
-def _rename_by_copy(src: str, dst: str) -> None:
-    """fs.rename without gcsfs' moveTo call, which the emulator answers with 501 (and gcsfs
-    retries for ~30 s before falling back to this same copy + delete)."""
-    if fs.is_local(src):
-        return _real_rename(src, dst)
-    f = fs.filesystem(src)
-    f.copy(fs.strip_scheme(src), fs.strip_scheme(dst))
-    f.rm(fs.strip_scheme(src))
-
-
-_real_rename = fs.rename
-
-
-def test_captions_pack_five_pairs_train_a_text_model_and_write_to_gcs(work, gcs,
-                                                                      monkeypatch) -> None:
-    monkeypatch.setattr(fs, "rename", _rename_by_copy)  # the run is in-process (in_memory)
+def test_captions_pack_five_pairs_train_a_text_model_and_write_to_gcs(work, gcs) -> None:
     out = "gs://trajcorpus-test/job-out"
     res = _run(work, "coco", out, fmt="both")
     assert res.text_model is not None and len(res.text_model["sha256"]) == 64

@@ -160,9 +160,15 @@ def make_spec(entry: DatasetEntry, uri: str, output: str, seed: int, fmt: str, n
         entry={**entry.model_dump(mode="json"), "uri": uri})
 
 
+TEXTLESS_KINDS = frozenset({"dqn-replay", "rlu-atari", "d4rl"})  # formats with no text fields
+
+
 def _probe_has_text(spec: JobSpec, units: Sequence[Unit], limit: int = 3) -> bool:
     """Whether the corpus has text to tokenize: looks at the first episode found in the first
-    few units (image-caption and instruction datasets have text in every record)."""
+    few units (image-caption and instruction datasets have text in every record). Formats that
+    cannot hold text are not read here at all."""
+    if spec.kind in TEXTLESS_KINDS:
+        return False
     source = spec.open_source()
     for unit in units[:limit]:
         for item in source.read_unit_safely(unit):

@@ -114,13 +114,19 @@ def assemble(window: TokenizedEpisode, prompt: TokenizedEpisode | None, length: 
     total = sum(p.num_tokens for p in parts)
     if total > length:
         raise TokenizeError(where, f"{total} tokens do not fit in L={length}")
-    tokens = np.concatenate([p.tokens for p in parts]).astype(np.int32, copy=False)
-    modality = np.concatenate([p.modality for p in parts]).astype(np.uint8, copy=False)
-    mask = np.concatenate([p.loss_mask for p in parts]).astype(np.uint8, copy=True)
-    mask[:n_prompt] = 0
-    local = np.concatenate([p.local_position for p in parts]).astype(np.int16, copy=False)
-    patches = np.concatenate([p.patches for p in parts]).astype(np.uint8, copy=False)
-    positions = np.concatenate([p.patch_position for p in parts]).astype(np.int16, copy=False)
+
+    def cat(name: str, dtype) -> np.ndarray:  # one part: no copy
+        arrays = [getattr(p, name) for p in parts]
+        out = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        return out.astype(dtype, copy=False)
+
+    tokens, modality = cat("tokens", np.int32), cat("modality", np.uint8)
+    mask = cat("loss_mask", np.uint8)
+    if n_prompt:
+        mask = mask.copy()
+        mask[:n_prompt] = 0
+    local = cat("local_position", np.int16)
+    patches, positions = cat("patches", np.uint8), cat("patch_position", np.int16)
     _check_slots(tokens, modality, patches.shape[0], where)
     is_prompt = np.zeros(length, dtype=np.uint8)
     is_prompt[:n_prompt] = 1

@@ -1,0 +1,323 @@
+"""The whole Beam job on DQN Replay data: transitions/s, ratio to a plain loop, peak RSS (by hand).
+
+    .venv/bin/python -P bench/pipeline.py                      # synthesise if needed, then run
+    .venv/bin/python -P bench/pipeline.py --checkpoints 4 --slots 250000 --workers 2
+
+Data: DQN Replay checkpoints in Dopamine's on-disk format, synthesised by ``bench/read_dqn.py``'s
+``synthesize`` (the real Pong fixture's slots tiled, gzip level 9), ``--checkpoints`` x
+``--slots`` transitions under ``bench/data/pipeline/`` (git-ignored). The "small" corpus is the
+first checkpoint alone (a symlinked copy), the "large" one all of them, so peak memory can be
+compared at 1x and Nx the transitions. ``--run-dir`` runs the job on another replay run instead
+(e.g. the real 1M-slot Dopamine checkpoint ``bench/data/dopamine/Pong/1``: one unit).
+
+Each measurement runs in a fresh child process; peak RSS is sampled every 0.1 s over the child and
+all its descendants (the DirectRunner's worker processes), summed. The baseline is the same work
+with the same library functions in one plain Python loop (read, tokenize, cut windows, spill,
+filter, prompt candidates, prompts, Parquet shards by the same byte target), no Beam.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "bench" / "data" / "pipeline"
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    """Child processes of every thread of ``pid`` (Beam starts its workers from a thread)."""
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeRss(threading.Thread):
+    """Peak of the summed RSS of this process and all its descendants."""
+
+    def __init__(self, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.interval, self.peak_kb, self.peak_self_kb, self._halt = interval, 0, 0, False
+
+    def run(self) -> None:
+        me = os.getpid()
+        while not self._halt:
+            todo, total = [me], 0
+            while todo:
+                pid = todo.pop()
+                total += _rss_kb(pid)
+                todo.extend(_children(pid))
+            self.peak_kb = max(self.peak_kb, total)
+            self.peak_self_kb = max(self.peak_self_kb, _rss_kb(me))
+            time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self._halt = True
+        self.join()
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def _read_dqn_module():
+    spec = importlib.util.spec_from_file_location("read_dqn", REPO / "bench" / "read_dqn.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def ensure_data(slots: int, checkpoints: int) -> tuple[Path, Path]:
+    """(small, large) run folders: checkpoint 0 alone, and all checkpoints."""
+    large = DATA / f"{checkpoints}x{slots}" / "Pong" / "1"
+    small = DATA / f"1of{checkpoints}x{slots}" / "Pong" / "1"
+    logs = large / "replay_logs"
+    if not (logs / f"$store$_observation_ckpt.{checkpoints - 1}.gz").exists():
+        _read_dqn_module().synthesize(large, slots, checkpoints)
+    if not (small / "replay_logs").exists():
+        (small / "replay_logs").mkdir(parents=True)
+        for f in logs.glob("*_ckpt.0.gz"):
+            os.symlink(f, small / "replay_logs" / f.name)
+    return small, large
+
+
+def _catalog(run_dir: Path, work: Path) -> Path:
+    import yaml
+
+    cat = {"version": 1, "datasets": [{
+        "id": "bench-dqn", "kind": "dqn-replay", "uri": str(run_dir.parent.parent),
+        "agent": "{task}/run{agent}", "tokenize": {"image_size": [80, 80]},
+        "license": "CC-BY-4.0"}]}
+    path = work / "catalog.yaml"
+    path.write_text(yaml.safe_dump(cat))
+    return path
+
+
+# --- children ----------------------------------------------------------------------------------
+
+def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: int) -> dict:
+    from trajcorpus.pipelines import run_job
+
+    cat = _catalog(run_dir, work)
+    rss = TreeRss()
+    rss.start()
+    t = time.perf_counter()
+    res = run_job(catalog=str(cat), dataset="bench-dqn", output=str(work / "out"), fmt=fmt,
+                  beam_args=[f"--direct_num_workers={workers}",
+                             "--direct_running_mode=multi_processing",
+                             f"--shard_bytes={shard_bytes}"], progress=True)
+    seconds = time.perf_counter() - t
+    rss.stop()
+    steps = rejected_steps = 0
+    for line in (work / "out" / "audit" / "bench-dqn.episodes.jsonl").read_text().splitlines():
+        steps += json.loads(line)["length"]
+    return {"seconds": seconds, "steps": steps, "episodes": res.total("read"),
+            "rejected": res.total("rejected"), "kept": res.total("kept"),
+            "sequences": res.total("sequences"), "bytes": sum(f["bytes"] for f in res.files),
+            "files": len(res.files), "peak_rss_mb": rss.peak_kb / 1024,
+            "peak_rss_driver_mb": rss.peak_self_kb / 1024, "rejected_steps": rejected_steps}
+
+
+def child_loop(run_dir: Path, work: Path, shard_bytes: int) -> dict:
+    """The same work as the job, one process, no Beam: the baseline."""
+    import numpy as np
+
+    from trajcorpus.pipelines import prompts
+    from trajcorpus.pipelines.filter import filter_task, is_kept
+    from trajcorpus.pipelines.sequences import assemble, concat_tokenized, cut_windows, step_sizes
+    from trajcorpus.pipelines.spill import SpillReader, SpillWriter
+    from trajcorpus.pipelines.stages import sequence_key, shard_of
+    from trajcorpus.schemas.catalog import load_catalog
+    from trajcorpus.schemas.episode import EpisodeSummary, Rejected
+    from trajcorpus.shards.example import example_nbytes
+    from trajcorpus.shards.layout import shard_relpath
+    from trajcorpus.shards.writer import write_shard
+    from trajcorpus.sources import open_source
+    from trajcorpus.tokenizers import EpisodeTokenizer
+
+    entry = load_catalog(str(_catalog(run_dir, work))).get("bench-dqn")
+    seq, seed = entry.sequence, 0
+    rss = TreeRss()
+    rss.start()
+    t = time.perf_counter()
+    src = open_source(entry.kind, entry.uri, dataset=entry.id, options=entry.options,
+                      task_template=entry.task, agent_template=entry.agent)
+    tokenizer = EpisodeTokenizer(entry.tokenize, None)
+    summaries, refs, steps, est = [], [], 0, 0
+    (work / "spill").mkdir(parents=True, exist_ok=True)
+    for unit in src.units():
+        writer = SpillWriter(str(work / "spill" / f"{unit.index}.spill"))
+        for ep in src.read_unit_safely(unit):
+            if isinstance(ep, Rejected):
+                continue
+            tok = tokenizer.tokenize(ep)
+            sizes = step_sizes(tok)
+            steps += ep.length
+            summaries.append(EpisodeSummary(ep.dataset, ep.task, ep.agent, ep.episode_id,
+                                            ep.order, ep.return_, ep.length))
+            wins = cut_windows(sizes, seq.length, seq.prompt_tokens, lambda w, e=ep.episode_id:
+                               prompts.wants_prompt(seed, e, w, seq.prompt_probability),
+                               ep.episode_id)
+            for w in wins:
+                part = tok.span(w.start, w.stop)
+                if w.index == 0:
+                    ex = {"__key__": "k", **assemble(part, None, seq.length).as_dict(),
+                          "meta": "{}"}
+                    est += example_nbytes(ex) * len(wins)
+                off, n = writer.write(part)
+                refs.append((sequence_key(ep.episode_id, w.index), ep.task, ep.agent,
+                             ep.episode_id, ep.return_, w, int(sizes[w.start:w.stop].max()),
+                             writer.uri, off, n))
+        writer.close()
+    by_task = defaultdict(list)
+    for s in summaries:
+        by_task[s.task].append(s)
+    thr = {task: filter_task(task, rows, entry.filter).threshold for task, rows in by_task.items()}
+    kept = [r for r in refs if is_kept(r[4], thr[r[1]])]
+    cands = defaultdict(list)
+    for s in summaries:
+        if is_kept(s.return_, thr[s.task]):
+            cands[(s.task, s.agent)].append(s.episode_id)
+    cands = {k: prompts.bottom_k(seed, v) for k, v in cands.items()}
+    windows_of = defaultdict(list)
+    for r in kept:
+        if r[3] in cands[(r[1], r[2])]:
+            windows_of[r[3]].append(r)
+    reader = SpillReader()
+
+    def prompt_for(r):
+        if not r[5].wants_prompt:
+            return None
+        c = prompts.choose_prompt(seed, r[3], r[5].index, cands[(r[1], r[2])],
+                                  seq.prompt_end_share)
+        ws = sorted(windows_of[c.episode_id], key=lambda x: x[5].start)
+        span = prompts.prompt_steps(c.mode, c.u, ws[-1][5].stop, max(x[6] for x in ws),
+                                    seq.prompt_tokens)
+        if span is None:
+            return None
+        cover = [x for x in ws if x[5].start < span[1] and x[5].stop > span[0]]
+        joined = concat_tokenized([reader.read(x[7], x[8], x[9], cache=True) for x in cover])
+        base = cover[0][5].start
+        return joined.span(span[0] - base, span[1] - base)
+
+    n = max(1, math.ceil(est / shard_bytes))
+    files = []
+    for s in range(n):
+        mine = sorted((r for r in kept if shard_of(r[0], n) == s), key=lambda r: r[0])
+
+        def examples(mine=mine):
+            for r in mine:
+                arrays = assemble(reader.read(r[7], r[8], r[9]), prompt_for(r), seq.length)
+                yield {"__key__": r[0], **arrays.as_dict(),
+                       "meta": json.dumps({"episode_id": r[3], "window": r[5].index})}
+
+        files.append(write_shard(examples(), str(work / "out"),
+                                 shard_relpath("bench-dqn", "train", "parquet", s, n), "parquet"))
+    seconds = time.perf_counter() - t
+    rss.stop()
+    return {"seconds": seconds, "steps": steps, "sequences": len(kept),
+            "bytes": sum(f.bytes for f in files), "files": len(files),
+            "peak_rss_mb": rss.peak_kb / 1024, "peak_rss_driver_mb": rss.peak_self_kb / 1024,
+            "check": int(np.int64(len(kept)))}
+
+
+def run_child(kind: str, run_dir: Path, workers: int, fmt: str, shard_bytes: int) -> dict:
+    work = Path(f"/tmp/trajcorpus-bench-{kind}-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cmd = [sys.executable, "-P", __file__, "--child", kind, "--run-dir", str(run_dir),
+           "--workers", str(workers), "--format", fmt, "--work", str(work),
+           "--shard-bytes", str(shard_bytes)]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    shutil.rmtree(work, ignore_errors=True)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return (f"{platform.processor() or platform.machine()}, nproc={os.cpu_count()}, "
+            f"Python {platform.python_version()}, load average {load[0]:.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--slots", type=int, default=250_000, help="transitions per checkpoint")
+    p.add_argument("--checkpoints", type=int, default=4)
+    p.add_argument("--run-dir", type=Path, help="run the job on this GAME/RUN folder only")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--format", default="parquet", choices=("parquet", "webdataset", "both"))
+    p.add_argument("--shard-bytes", type=int, default=256 << 20, help="the job's --shard_bytes")
+    p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        res = (child_job(a.run_dir, a.work, a.workers, a.format, a.shard_bytes)
+               if a.child == "job" else child_loop(a.run_dir, a.work, a.shard_bytes))
+        print(json.dumps(res))
+        return 0
+    print(f"machine: {machine()}", flush=True)
+    if a.run_dir:
+        corpora = {"run": a.run_dir}
+    else:
+        small, large = ensure_data(a.slots, a.checkpoints)
+        corpora = {"small": small, "large": large}
+    rows = {}
+    for name, run_dir in corpora.items():
+        job = run_child("job", run_dir, a.workers, a.format, a.shard_bytes)
+        row = {"job": job}
+        if not a.skip_baseline:
+            row["loop"] = run_child("loop", run_dir, 1, "parquet", a.shard_bytes)
+        rows[name] = row
+        j = job
+        print(f"{name}: {j['steps']:,} transitions, job {j['seconds']:.1f}s = "
+              f"{j['steps'] / j['seconds']:,.0f}/s, peak RSS {j['peak_rss_mb']:.0f} MB (tree), "
+              f"{j['peak_rss_driver_mb']:.0f} MB (driver); {j['sequences']:,} sequences, "
+              f"{j['bytes'] / 1e6:.1f} MB in {j['files']} file(s)", flush=True)
+        if "loop" in row:
+            lp = row["loop"]
+            print(f"{name}: plain loop {lp['seconds']:.1f}s = {lp['steps'] / lp['seconds']:,.0f}/s,"
+                  f" peak RSS {lp['peak_rss_mb']:.0f} MB; job/loop throughput "
+                  f"{lp['seconds'] / j['seconds']:.2f}x", flush=True)
+    if "small" in rows and "large" in rows:
+        s, g = rows["small"]["job"], rows["large"]["job"]
+        print(f"peak RSS growth {s['steps']:,} -> {g['steps']:,} transitions: "
+              f"{g['peak_rss_mb'] / s['peak_rss_mb']:.2f}x (tree), "
+              f"{g['peak_rss_driver_mb'] / s['peak_rss_driver_mb']:.2f}x (driver)")
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
