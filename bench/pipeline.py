@@ -4,10 +4,10 @@
     .venv/bin/python -P bench/pipeline.py --checkpoints 4 --slots 250000 --workers 2
 
 Data: DQN Replay checkpoints in Dopamine's on-disk format, synthesised by ``bench/read_dqn.py``'s
-``synthesize`` (the real Pong fixture's slots tiled, gzip level 9), ``--checkpoints`` x
-``--slots`` transitions under ``bench/data/pipeline/`` (git-ignored). The "small" corpus is the
-first checkpoint alone (a symlinked copy), the "large" one all of them, so peak memory can be
-compared at 1x and Nx the transitions. ``--run-dir`` runs the job on another replay run instead
+``synthesize`` (the real Pong fixture's slots tiled, gzip level 9) under ``bench/data/pipeline/``
+(git-ignored). The "large" corpus is ``--checkpoints`` x ``--slots`` transitions, the "small" one
+the same number of checkpoints of ``--slots / --checkpoints`` each: both keep every worker busy,
+so their peak memory compares 1x and Nx the transitions with the same parallelism. ``--run-dir`` runs the job on another replay run instead
 (e.g. the real 1M-slot Dopamine checkpoint ``bench/data/dopamine/Pong/1``: one unit).
 
 Each measurement runs in a fresh child process; peak RSS is sampled every 0.1 s over the child and
@@ -66,11 +66,12 @@ def _rss_kb(pid: int) -> int:
 
 
 class TreeRss(threading.Thread):
-    """Peak of the summed RSS of this process and all its descendants."""
+    """Peak of the summed RSS of this process and all its descendants, and of each alone."""
 
     def __init__(self, interval: float = 0.1):
         super().__init__(daemon=True)
         self.interval, self.peak_kb, self.peak_self_kb, self._halt = interval, 0, 0, False
+        self.peak_child_kb = 0  # the largest single descendant (a Beam worker)
 
     def run(self) -> None:
         me = os.getpid()
@@ -78,7 +79,10 @@ class TreeRss(threading.Thread):
             todo, total = [me], 0
             while todo:
                 pid = todo.pop()
-                total += _rss_kb(pid)
+                rss = _rss_kb(pid)
+                total += rss
+                if pid != me:
+                    self.peak_child_kb = max(self.peak_child_kb, rss)
                 todo.extend(_children(pid))
             self.peak_kb = max(self.peak_kb, total)
             self.peak_self_kb = max(self.peak_self_kb, _rss_kb(me))
@@ -98,18 +102,18 @@ def _read_dqn_module():
     return mod
 
 
+def _synth(slots: int, checkpoints: int) -> Path:
+    run = DATA / f"{checkpoints}x{slots}" / "Pong" / "1"
+    if not (run / "replay_logs" / f"$store$_observation_ckpt.{checkpoints - 1}.gz").exists():
+        _read_dqn_module().synthesize(run, slots, checkpoints)
+    return run
+
+
 def ensure_data(slots: int, checkpoints: int) -> tuple[Path, Path]:
-    """(small, large) run folders: checkpoint 0 alone, and all checkpoints."""
-    large = DATA / f"{checkpoints}x{slots}" / "Pong" / "1"
-    small = DATA / f"1of{checkpoints}x{slots}" / "Pong" / "1"
-    logs = large / "replay_logs"
-    if not (logs / f"$store$_observation_ckpt.{checkpoints - 1}.gz").exists():
-        _read_dqn_module().synthesize(large, slots, checkpoints)
-    if not (small / "replay_logs").exists():
-        (small / "replay_logs").mkdir(parents=True)
-        for f in logs.glob("*_ckpt.0.gz"):
-            os.symlink(f, small / "replay_logs" / f.name)
-    return small, large
+    """(small, large) run folders with the same number of units (checkpoints), so both keep
+    every worker busy: ``checkpoints`` x ``slots / checkpoints``, and ``checkpoints`` x
+    ``slots``."""
+    return _synth(slots // checkpoints, checkpoints), _synth(slots, checkpoints)
 
 
 def _catalog(run_dir: Path, work: Path) -> Path:
@@ -146,7 +150,8 @@ def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: in
             "rejected": res.total("rejected"), "kept": res.total("kept"),
             "sequences": res.total("sequences"), "bytes": sum(f["bytes"] for f in res.files),
             "files": len(res.files), "peak_rss_mb": rss.peak_kb / 1024,
-            "peak_rss_driver_mb": rss.peak_self_kb / 1024, "rejected_steps": rejected_steps}
+            "peak_rss_driver_mb": rss.peak_self_kb / 1024,
+            "peak_rss_worker_mb": rss.peak_child_kb / 1024, "rejected_steps": rejected_steps}
 
 
 def child_loop(run_dir: Path, work: Path, shard_bytes: int) -> dict:
@@ -303,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         j = job
         print(f"{name}: {j['steps']:,} transitions, job {j['seconds']:.1f}s = "
               f"{j['steps'] / j['seconds']:,.0f}/s, peak RSS {j['peak_rss_mb']:.0f} MB (tree), "
-              f"{j['peak_rss_driver_mb']:.0f} MB (driver); {j['sequences']:,} sequences, "
+              f"{j['peak_rss_driver_mb']:.0f} MB (driver), {j['peak_rss_worker_mb']:.0f} MB "
+              f"(largest worker); {j['sequences']:,} sequences, "
               f"{j['bytes'] / 1e6:.1f} MB in {j['files']} file(s)", flush=True)
         if "loop" in row:
             lp = row["loop"]
@@ -314,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         s, g = rows["small"]["job"], rows["large"]["job"]
         print(f"peak RSS growth {s['steps']:,} -> {g['steps']:,} transitions: "
               f"{g['peak_rss_mb'] / s['peak_rss_mb']:.2f}x (tree), "
-              f"{g['peak_rss_driver_mb'] / s['peak_rss_driver_mb']:.2f}x (driver)")
+              f"{g['peak_rss_driver_mb'] / s['peak_rss_driver_mb']:.2f}x (driver), "
+              f"{g['peak_rss_worker_mb'] / s['peak_rss_worker_mb']:.2f}x (largest worker)")
     print(json.dumps(rows))
     return 0
 

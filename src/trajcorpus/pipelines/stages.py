@@ -334,6 +334,12 @@ def filter_group(spec: JobSpec, task: str, rows: Iterable[EpisodeRow]) -> tuple[
     if any(r.vl for r in rows):
         settings = FilterSettings(enabled=False)
     result = filter_task(task, (r.summary(spec.config) for r in rows), settings)
+    if result.window is None:
+        say(spec, f"filter {task}: off, {result.kept} kept")
+    else:
+        say(spec, f"filter {task}: N={result.episodes_total} W={result.window} best window at "
+            f"{result.best_window_start}, expert return {result.expert_return:.4g}, threshold "
+            f"{result.threshold:.4g}: {result.kept} kept, {result.filtered} filtered")
     Metrics.counter(_NS, "episodes_kept").inc(result.kept)
     Metrics.counter(_NS, "episodes_filtered").inc(result.filtered)
     return task, result
