@@ -432,3 +432,19 @@ def test_cli_run_passes_beam_flags_and_prints_a_summary(work, capsys) -> None:
     assert main(["run", "--catalog", str(work / "catalog.yaml"), "--dataset", "coco",
                  "--output", str(out), "--shard_bytes=0"]) == 2
     assert "shard_bytes" in capsys.readouterr().err
+
+
+def test_demo_writes_one_output_that_datasets_loads(work, tmp_path) -> None:
+    import datasets
+
+    from trajcorpus.pipelines.demo import default_catalog, load_instructions, run_demo
+
+    out = tmp_path / "demo-out"
+    results = run_demo(str(out), default_catalog(), only=["demo-d4rl"], beam_args=ONE_WORKER,
+                       progress=False)
+    text = load_instructions(str(out), results)
+    assert f"datasets.load_dataset({str(out)!r}, 'demo-d4rl', split='train'" in text
+    assert (out / "README.md").exists() and (out / "manifest.json").exists()
+    ds = datasets.load_dataset(str(out), "demo-d4rl", split="train", streaming=True)
+    ex = next(iter(ds))
+    assert len(ex["tokens"]) == 1024 and json.loads(ex["meta"])["dataset"] == "demo-d4rl"
