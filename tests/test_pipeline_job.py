@@ -279,6 +279,12 @@ def test_manifest_records_the_run(run_a, work) -> None:
     assert info["seed"] == 0 and info["sequence_length"] == L
     assert info["catalog_entry"]["kind"] == "minari"
     assert info["text_model"] is None and info["tokenizer_sha256"] is None
+    cmd = info["command"]
+    assert cmd.startswith("trajcorpus run --catalog catalog.yaml --dataset hop --input ")
+    assert " --seed 0 --format both --shard_bytes=" in cmd
+    assert f"--dataset hop --input {info['catalog_entry']['uri']} " in cmd
+    readme = (work / "a/README.md").read_text()
+    assert cmd in readme  # the card's "how to rebuild" shows the recorded command
     assert {f["format"] for f in manifest["files"]} == {"parquet", "webdataset"}
     assert not (work / "a/.trajcorpus-tmp").exists()
     assert (work / "a/README.md").exists()

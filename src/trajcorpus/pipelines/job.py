@@ -520,8 +520,20 @@ def _remove_if_empty(uri: str) -> None:
         pass
 
 
+def _rebuild_command(spec: JobSpec) -> str:
+    """The command that rebuilds this config byte for byte (with the same code version)."""
+    import shlex
+
+    fmt = "both" if len(spec.formats) == 2 else spec.formats[0]
+    return shlex.join(["trajcorpus", "run", "--catalog", "catalog.yaml", "--dataset", spec.config,
+                       "--input", str(spec.entry.get("uri", "")), "--output", "OUT",
+                       "--seed", str(spec.seed), "--format", fmt,
+                       f"--shard_bytes={spec.shard_bytes}"])
+
+
 def _manifest_info(spec: JobSpec, text_model: dict | None, num_shards: int) -> dict:
     return {
+        "command": _rebuild_command(spec),
         "catalog_entry": spec.entry,
         "settings": {"filter": spec.filter.model_dump(mode="json"),
                      "tokenize": spec.tokenize.model_dump(mode="json"),
