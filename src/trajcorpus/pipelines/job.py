@@ -470,6 +470,9 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
 
     files = res["files"]
     _remove_stale_shards(spec, {f["path"] for f in files})
+    for f in files:  # every check passed: move the staged shards into place, manifest last
+        fs.makedirs(fs.join(spec.output, f["path"]).rsplit("/", 1)[0])
+        fs.rename(fs.join(spec.staging, f["path"]), fs.join(spec.output, f["path"]))
     text_model = res.get("text_model") if res.get("text_model") is not None else None
     info = _manifest_info(spec, text_model, res["num_shards"])
     write_manifest(spec.output, [_shard_file(f) for f in files], spec.config, info)

@@ -78,6 +78,11 @@ class JobSpec:
         return open_source(self.kind, self.uri, dataset=self.config, options=self.options,
                            task_template=self.task_template, agent_template=self.agent_template)
 
+    @property
+    def staging(self) -> str:
+        """Where shards are written before finalize() moves them under OUT."""
+        return fs.join(self.tmp, "staged")
+
     def unit_file(self, unit: Unit, suffix: str) -> str:
         return fs.join(self.tmp, "units", f"{unit.index:06d}.{suffix}")
 
@@ -427,7 +432,9 @@ class WriteShard(beam.DoFn):
         for i, fmt in enumerate(self.spec.formats):
             relpath = shard_relpath(self.spec.config, self.spec.split, fmt, index, num_shards)
             examples = self._examples(refs, prompt_of, stats if i == 0 else None)
-            shard = write_shard(examples, self.spec.output, relpath, fmt)
+            # staged under the run's temporary folder: finalize() moves every shard into place
+            # just before the manifest, so a failed run leaves no file under a shard name
+            shard = write_shard(examples, self.spec.staging, relpath, fmt)
             record = _shard_record(shard)
             self.bytes_ctr.inc(record["bytes"])
             yield record
