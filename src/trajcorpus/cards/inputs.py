@@ -16,6 +16,8 @@ import numpy as np
 
 from .. import fs
 from ..errors import ShardError
+from ..shards.writer import ShardFile as ShardEntry  # one file of the manifest
+from ..tokenizers.scheme import MODALITY_NAMES
 
 __all__ = [
     "MODALITY_NAMES",
@@ -29,27 +31,11 @@ __all__ = [
     "lookup",
 ]
 
-MODALITY_NAMES: tuple[str, ...] = (
-    "pad", "text", "image", "discrete", "continuous", "separator", "action",
-)
 _AUDIT_INTS = ("read", "rejected", "filtered", "kept", "episodes_total", "sequences",
                "prompted_sequences")
 MAX_EXAMPLE_LOCATIONS = 3  # example locations listed per rejection reason
 MAX_REJECT_GROUPS = 10_000  # distinct (task, kind, reason) kept; later ones are pooled
 OTHER_REASONS = "(other reasons, pooled: see the JSONL file)"
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardEntry:
-    """One file of the manifest."""
-
-    path: str  # relative to OUT
-    bytes: int
-    sha256: str
-    examples: int
-    config: str
-    split: str
-    format: str
 
 
 @dataclasses.dataclass

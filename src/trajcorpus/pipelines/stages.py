@@ -26,7 +26,7 @@ from ..errors import TrajcorpusError
 from ..schemas.catalog import FilterSettings, SequenceSettings, TokenizeSettings
 from ..schemas.episode import Episode, EpisodeSummary, Rejected
 from ..sources.base import Source, Unit
-from ..tokenizers.scheme import Modality
+from ..tokenizers.scheme import MODALITY_NAMES
 from ..tokenizers.tokenized import TokenizedEpisode
 from . import prompts
 from .atomic import atomic_open
@@ -39,7 +39,6 @@ __all__ = ["JobSpec", "EpisodeRow", "WindowRef", "PromptRef", "UNATTRIBUTED", "M
            "sequence_key", "resolve_prompts", "make_request", "say"]
 
 UNATTRIBUTED = "(unattributed)"
-MODALITY_NAMES = tuple(m.name.lower() for m in Modality)
 _NS = "trajcorpus"
 
 

@@ -7,6 +7,7 @@ import enum
 __all__ = [
     "TEXT_VOCAB_SIZE", "NUM_BINS", "DISCRETE_LIMIT", "CONTINUOUS_OFFSET", "SEPARATOR", "VOCAB_SIZE",
     "MU", "M", "PATCH", "PATCH_SLOT", "PAD_TOKEN", "NO_POSITION", "PATCH_NORM_DIVISOR", "Modality",
+    "MODALITY_NAMES",
 ]
 
 TEXT_VOCAB_SIZE = 32000  # SentencePiece ids live in [0, 32000)
@@ -34,3 +35,7 @@ class Modality(enum.IntEnum):
     CONTINUOUS = 4
     SEPARATOR = 5
     ACTION = 6
+
+
+# The audit's and the card's names for the modality codes, in code order (SPEC section 7).
+MODALITY_NAMES: tuple[str, ...] = tuple(m.name.lower() for m in Modality)
