@@ -171,10 +171,6 @@ class Episode:
                 fail(field, f"continuous observations must be float, got {x.dtype}")
             _check_finite(fail, field, x)
 
-    def summary(self) -> EpisodeSummary:
-        return EpisodeSummary(self.dataset, self.task, self.agent, self.episode_id,
-                              tuple(int(o) for o in self.order), float(self.return_), self.length)
-
     def step_shapes(self) -> dict[str, dict[str, Any]]:
         """name -> shape and dtype of one step (what ``trajcorpus episodes --json`` prints)."""
         out = {}
