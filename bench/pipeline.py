@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import platform
 import shutil
@@ -130,7 +129,8 @@ def _catalog(run_dir: Path, work: Path) -> Path:
 
 # --- children ----------------------------------------------------------------------------------
 
-def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: int) -> dict:
+def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: int,
+              min_shards: int) -> dict:
     from trajcorpus.pipelines import run_job
 
     cat = _catalog(run_dir, work)
@@ -140,7 +140,8 @@ def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: in
     res = run_job(catalog=str(cat), dataset="bench-dqn", output=str(work / "out"), fmt=fmt,
                   beam_args=[f"--direct_num_workers={workers}",
                              "--direct_running_mode=multi_processing",
-                             f"--shard_bytes={shard_bytes}"], progress=True)
+                             f"--shard_bytes={shard_bytes}", f"--min_shards={min_shards}"],
+                  progress=True)
     seconds = time.perf_counter() - t
     rss.stop()
     steps = rejected_steps = 0
@@ -154,7 +155,7 @@ def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: in
             "peak_rss_worker_mb": rss.peak_child_kb / 1024, "rejected_steps": rejected_steps}
 
 
-def child_loop(run_dir: Path, work: Path, shard_bytes: int) -> dict:
+def child_loop(run_dir: Path, work: Path, shard_bytes: int, min_shards: int) -> dict:
     """The same work as the job, one process, no Beam: the baseline."""
     import numpy as np
 
@@ -166,7 +167,7 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int) -> dict:
     from trajcorpus.schemas.catalog import load_catalog
     from trajcorpus.schemas.episode import EpisodeSummary, Rejected
     from trajcorpus.shards.example import example_nbytes
-    from trajcorpus.shards.layout import shard_relpath
+    from trajcorpus.shards.layout import plan_num_shards, shard_relpath
     from trajcorpus.shards.writer import write_shard
     from trajcorpus.sources import open_source
     from trajcorpus.tokenizers import EpisodeTokenizer
@@ -236,7 +237,7 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int) -> dict:
         base = cover[0][5].start
         return joined.span(span[0] - base, span[1] - base)
 
-    n = max(1, math.ceil(est / shard_bytes))
+    n = plan_num_shards(est, shard_bytes, min_shards)
     files = []
     for s in range(n):
         mine = sorted((r for r in kept if shard_of(r[0], n) == s), key=lambda r: r[0])
@@ -257,13 +258,14 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int) -> dict:
             "check": int(np.int64(len(kept)))}
 
 
-def run_child(kind: str, run_dir: Path, workers: int, fmt: str, shard_bytes: int) -> dict:
+def run_child(kind: str, run_dir: Path, workers: int, fmt: str, shard_bytes: int,
+              min_shards: int) -> dict:
     work = Path(f"/tmp/trajcorpus-bench-{kind}-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     cmd = [sys.executable, "-P", __file__, "--child", kind, "--run-dir", str(run_dir),
            "--workers", str(workers), "--format", fmt, "--work", str(work),
-           "--shard-bytes", str(shard_bytes)]
+           "--shard-bytes", str(shard_bytes), "--min-shards", str(min_shards)]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     shutil.rmtree(work, ignore_errors=True)
     return json.loads(out.strip().splitlines()[-1])
@@ -283,13 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--format", default="parquet", choices=("parquet", "webdataset", "both"))
     p.add_argument("--shard-bytes", type=int, default=256 << 20, help="the job's --shard_bytes")
+    p.add_argument("--min-shards", type=int, default=16, help="the job's --min_shards")
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
-        res = (child_job(a.run_dir, a.work, a.workers, a.format, a.shard_bytes)
-               if a.child == "job" else child_loop(a.run_dir, a.work, a.shard_bytes))
+        res = (child_job(a.run_dir, a.work, a.workers, a.format, a.shard_bytes, a.min_shards)
+               if a.child == "job" else
+               child_loop(a.run_dir, a.work, a.shard_bytes, a.min_shards))
         print(json.dumps(res))
         return 0
     print(f"machine: {machine()}", flush=True)
@@ -300,10 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         corpora = {"small": small, "large": large}
     rows = {}
     for name, run_dir in corpora.items():
-        job = run_child("job", run_dir, a.workers, a.format, a.shard_bytes)
+        job = run_child("job", run_dir, a.workers, a.format, a.shard_bytes, a.min_shards)
         row = {"job": job}
         if not a.skip_baseline:
-            row["loop"] = run_child("loop", run_dir, 1, "parquet", a.shard_bytes)
+            row["loop"] = run_child("loop", run_dir, 1, "parquet", a.shard_bytes, a.min_shards)
         rows[name] = row
         j = job
         print(f"{name}: {j['steps']:,} transitions, job {j['seconds']:.1f}s = "

@@ -435,7 +435,7 @@ def test_size_categories_and_globs():
     rx = glob_regex("data/demo-atari/train-*.parquet")
     assert rx.match("data/demo-atari/train-00000-of-00002.parquet")
     assert not rx.match("data/demo-atari/sub/train-0.parquet")
-    assert not rx.match("data/demo-atari/train-00000-of-00001.tar")
+    assert not rx.match("data/demo-atari/train-00000-of-00001.tar.gz")
 
 
 def test_a_folder_without_manifest_is_refused(tmp_path):

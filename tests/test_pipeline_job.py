@@ -350,7 +350,7 @@ def test_a_timestep_longer_than_L_quarantines_its_episode(work) -> None:
                and "episode" in r["reason"] for r in rejected)
     assert len({r["location"] for r in rejected}) == len(rejected)
     assert sorted(f["path"] for f in res.files) == ["data/tiny/train-00000-of-00001.parquet",
-                                                    "data/tiny/train-00000-of-00001.tar"]
+                                                    "data/tiny/train-00000-of-00001.tar.gz"]
     assert all(f["examples"] == 0 for f in res.files)
 
 
@@ -434,7 +434,7 @@ def test_cli_run_passes_beam_flags_and_prints_a_summary(work, capsys) -> None:
     assert "episodes: read 26 (kept 26, filtered 0, rejected 0)" in err
     assert "sequences: 6" in err and "tokens: pad" in err and "card:" in err
     files = sorted(p.name for p in (out / "data/coco").iterdir())
-    assert len(files) >= 2 and all(f.endswith(".tar") for f in files)  # sized by --shard_bytes
+    assert len(files) >= 2 and all(f.endswith(".tar.gz") for f in files)  # sized by --shard_bytes
     assert main(["run", "--catalog", str(work / "catalog.yaml"), "--dataset", "coco",
                  "--output", str(out), "--shard_bytes=0"]) == 2
     assert "shard_bytes" in capsys.readouterr().err

@@ -3,6 +3,7 @@ integrity at read time, gs://. Outputs are compared with the synthetic input exa
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tarfile
@@ -309,7 +310,7 @@ def copy_corpus(src: Path, dst: Path) -> Path:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_tampered_shard_is_refused(corpus, tmp_path, fmt):
     out = copy_corpus(corpus[0], tmp_path / "c")
-    ext = "parquet" if fmt == "parquet" else "tar"
+    ext = "parquet" if fmt == "parquet" else "tar.gz"
     victim = out / f"data/gray/train-00002-of-00007.{ext}"
     data = bytearray(victim.read_bytes())
     data[len(data) // 3] ^= 0x01  # same size, one bit
@@ -328,7 +329,7 @@ def test_tampered_shard_is_refused(corpus, tmp_path, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_truncated_shard_gives_a_clear_error(corpus, tmp_path, fmt):
     out = copy_corpus(corpus[0], tmp_path / "c")
-    ext = "parquet" if fmt == "parquet" else "tar"
+    ext = "parquet" if fmt == "parquet" else "tar.gz"
     victim = out / f"data/gray/train-00004-of-00007.{ext}"
     full = victim.read_bytes()
     victim.write_bytes(full[: len(full) // 2])
@@ -400,11 +401,23 @@ def test_readers_over_gcs(corpus, gcs):
 
 def test_corrupt_tar_header_is_named_without_verification(corpus, tmp_path):
     out = copy_corpus(corpus[0], tmp_path / "c")
-    victim = out / "data/gray/train-00000-of-00007.tar"
-    data = bytearray(victim.read_bytes())
+    victim = out / "data/gray/train-00000-of-00007.tar.gz"
+    data = bytearray(gzip.decompress(victim.read_bytes()))
     second = 512 + -(-int(data[124:136].split(b"\0")[0].strip() or b"0", 8) // 512) * 512
-    data[second + 3] ^= 0x20  # a byte of the second member's name
-    victim.write_bytes(bytes(data))
-    ds = ShardDataset(str(out), "gray", fmt="webdataset")
+    data[second + 3] ^= 0x20  # a byte of the second member's name, inside a valid gzip stream
+    victim.write_bytes(gzip.compress(bytes(data)))  # another size: read without the manifest
+    ds = ShardDataset(shards=[ShardRef(str(victim), COUNTS[0], "webdataset")])
     with pytest.raises(ShardError, match=f"offset {second}: tar header checksum mismatch"):
         keys_of(NumpyLoader(ds, 4, verify=False))
+
+
+def test_corrupt_gzip_stream_is_named_without_verification(corpus, tmp_path):
+    out = copy_corpus(corpus[0], tmp_path / "c")
+    victim = out / "data/gray/train-00002-of-00007.tar.gz"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the codec can notice
+    victim.write_bytes(bytes(data))
+    ds = ShardDataset(str(out), "gray", fmt="webdataset")
+    with pytest.raises(ShardError, match="corrupt|truncated") as e:
+        keys_of(NumpyLoader(ds, 4, verify=False))
+    assert str(victim) in str(e.value)

@@ -5,6 +5,7 @@ Readers are checked against the synthetic input examples, never against the writ
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -36,7 +37,7 @@ from trajcorpus.shards import (
     write_shard,
 )
 from trajcorpus.shards.parquetcodec import HF_FEATURES, iter_parquet
-from trajcorpus.shards.tarcodec import iter_tar
+from trajcorpus.shards.tarcodec import iter_tar, write_tar
 
 FORMATS = ("webdataset", "parquet")
 
@@ -102,13 +103,13 @@ def test_safe_key_and_relpaths():
     name = parse_relpath(rel)
     assert (name.config, name.split, name.format, name.index, name.count) == (
         "demo-dqn-replay", "train", "parquet", 3, 12)
-    assert shard_relpath("c", "test", "webdataset", 0, 1).endswith("test-00000-of-00001.tar")
+    assert shard_relpath("c", "test", "webdataset", 0, 1).endswith("test-00000-of-00001.tar.gz")
     for bad in [("c", "train", "zip", 0, 1), ("c", "train", "parquet", 2, 2),
                 ("../c", "train", "parquet", 0, 1), ("c", "tr-ain", "parquet", 0, 1)]:
         with pytest.raises(ShardError):
             shard_relpath(*bad)
     with pytest.raises(ShardError):
-        parse_relpath("elsewhere/train-00000-of-00001.tar")
+        parse_relpath("elsewhere/train-00000-of-00001.tar.gz")
 
 
 def test_example_nbytes_tracks_encoded_size(tmp_path):
@@ -152,6 +153,37 @@ def test_tar_layout_is_webdataset_with_fixed_metadata(tmp_path):
         "is_prompt.npy.zst", "patches.npy.zst", "patch_position.npy.zst", "meta.txt"])
     assert len(names) == 8 * 3
     assert {m.mtime for m in members} == {0} and {m.uname for m in members} == {"trajcorpus"}
+    # a gzip stream with no file name and mtime 0 (RFC 1952 header), so bytes depend on data only
+    head = (tmp_path / rel).read_bytes()[:10]
+    assert head[:3] == b"\x1f\x8b\x08" and head[3] == 0 and head[4:8] == bytes(4)
+
+
+def test_tar_shards_are_compact():
+    """Eight members per example cost >= 8 KiB as a plain tar; the gzip stream must not."""
+    exs = make_examples(40, seed=6, channels=1)
+    for ex in exs:  # Atari-like: few distinct pixel values, so the payload itself is small
+        ex["patches"] = (ex["patches"] // 64) * 64
+    buf = io.BytesIO()
+    write_tar(exs, buf)
+    plain = 8 * 2 * 512 * len(exs)  # header + at least one data block per member
+    assert len(buf.getvalue()) < plain / 3, (len(buf.getvalue()), plain)
+
+
+@pytest.mark.parametrize(("est", "target", "floor", "want"), [
+    (0, 256 << 20, 16, 1),                    # nothing yet: one (empty) shard
+    (3 << 20, 256 << 20, 16, 1),              # under MIN_SHARD_BYTES: never split
+    (31 << 20, 256 << 20, 16, 7),             # small corpus: split, >= 4 MiB each
+    (600 << 20, 256 << 20, 16, 16),           # the floor
+    (600 << 20, 256 << 20, 1, 3),             # floor off: by the byte target only
+    (10 << 30, 256 << 20, 16, 40),            # big corpus: by the byte target
+    (50_000, 4_000, 16, 13),                  # tiny targets still split by bytes
+])
+def test_plan_num_shards(est, target, floor, want):
+    from trajcorpus.shards.layout import plan_num_shards
+
+    assert plan_num_shards(est, target, floor) == want
+    with pytest.raises(ShardError, match="must be positive"):
+        plan_num_shards(est, 0, floor)
 
 
 def test_parquet_schema_is_typed_and_row_grouped(tmp_path):
@@ -288,7 +320,7 @@ def test_load_dataset_webdataset(tmp_path, streaming):
     write_manifest(str(out), write_config(out, "c", exs, 2), "c", {})
     m = read_manifest(str(out))
     files = {s: str(out / p) for s, p in webdataset_data_files(m, "c").items()}
-    assert files == {"train": str(out / "data/c/train-*.tar")}
+    assert files == {"train": str(out / "data/c/train-*.tar.gz")}
     ds = datasets.load_dataset("webdataset", data_files=files, split="train",
                                streaming=streaming, features=webdataset_features(),
                                cache_dir=str(tmp_path / "hf-cache"))
@@ -297,7 +329,7 @@ def test_load_dataset_webdataset(tmp_path, streaming):
     out2 = tmp_path / "tar-only"
     write_manifest(str(out2), write_config(out2, "c", exs, 3, formats=("webdataset",)), "c", {})
     assert hub_configs(read_manifest(str(out2)))[0]["data_files"][0]["path"] == \
-        "data/c/train-*.tar"
+        "data/c/train-*.tar.gz"
     write_readme(out2)
     ds2, rows = _hf_rows(out2, "c", streaming=streaming)
     assert ds2.features["tokens.npy.zst"] == datasets.List(datasets.Value("int32"))
@@ -345,7 +377,7 @@ def test_publish_uploads_a_verified_folder(tmp_path, monkeypatch):
     assert up["repo_type"] == "dataset" and "*.tmp-*" in up["ignore_patterns"]
     # a damaged folder is never uploaded
     calls.clear()
-    (out / "data/c/train-00000-of-00002.tar").write_bytes(b"x")
+    (out / "data/c/train-00000-of-00002.tar.gz").write_bytes(b"x")
     with pytest.raises(ShardError, match="refusing to publish"):
         publish(str(out), "org/name")
     assert calls == []

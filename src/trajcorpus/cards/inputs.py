@@ -179,7 +179,9 @@ def _file_entry(raw: Mapping[str, Any], config: str | None, where: str) -> Shard
 
 
 def _format_of(path: str) -> str:
-    return "parquet" if path.endswith(".parquet") else "webdataset" if path.endswith(".tar") else ""
+    if path.endswith(".parquet"):
+        return "parquet"
+    return "webdataset" if path.endswith((".tar.gz", ".tar")) else ""
 
 
 def manifest_files(manifest: Mapping[str, Any], where: str = "manifest.json") -> list[ShardEntry]:

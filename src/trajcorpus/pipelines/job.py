@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ from .. import __version__, fs
 from ..errors import TrajcorpusError
 from ..schemas.catalog import DatasetEntry, load_catalog
 from ..schemas.episode import Rejected
+from ..shards.layout import plan_num_shards
 from ..sources.base import Unit
 from . import audit as audit_mod
 from .filter import FilterResult, is_kept
@@ -54,10 +54,12 @@ from .stages import (
     shard_of,
 )
 
-__all__ = ["DEFAULT_SHARD_BYTES", "FORMATS", "JobResult", "TrajcorpusOptions", "run_job",
+__all__ = ["DEFAULT_SHARD_BYTES", "DEFAULT_MIN_SHARDS", "FORMATS", "JobResult",
+           "TrajcorpusOptions", "run_job",
            "run_dataset", "build_pipeline", "finalize", "make_spec", "pipeline_options"]
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+DEFAULT_MIN_SHARDS = 16
 FORMATS = {"webdataset": ("webdataset",), "parquet": ("parquet",),
            "both": ("parquet", "webdataset")}
 TMP_DIR = ".trajcorpus-tmp"
@@ -71,6 +73,9 @@ class TrajcorpusOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: Any) -> None:
         parser.add_argument("--shard_bytes", type=int, default=DEFAULT_SHARD_BYTES,
                             help="target encoded bytes per shard (default 256 MiB)")
+        parser.add_argument("--min_shards", type=int, default=DEFAULT_MIN_SHARDS,
+                            help="at least this many shards per split while each keeps 4 MiB "
+                            f"(default {DEFAULT_MIN_SHARDS}; 1 = by --shard_bytes only)")
 
 
 @dataclasses.dataclass
@@ -146,17 +151,19 @@ def _runner(runner: str) -> Any:
 # --- planning ----------------------------------------------------------------------------------
 
 def make_spec(entry: DatasetEntry, uri: str, output: str, seed: int, fmt: str, num_units: int,
-              shard_bytes: int, progress: bool) -> JobSpec:
+              shard_bytes: int, progress: bool, min_shards: int = DEFAULT_MIN_SHARDS) -> JobSpec:
     if fmt not in FORMATS:
         raise TrajcorpusError("--format", f"expected one of {sorted(FORMATS)}, got {fmt!r}")
     if shard_bytes <= 0:
         raise TrajcorpusError("--shard_bytes", f"must be positive, got {shard_bytes}")
+    if min_shards <= 0:
+        raise TrajcorpusError("--min_shards", f"must be positive, got {min_shards}")
     return JobSpec(
         config=entry.id, kind=entry.kind, uri=uri, options=dict(entry.options),
         task_template=entry.task, agent_template=entry.agent, filter=entry.filter,
         tokenize=entry.tokenize, sequence=entry.sequence, seed=int(seed), formats=FORMATS[fmt],
         output=output, tmp=fs.join(output, TMP_DIR, entry.id), shard_bytes=int(shard_bytes),
-        num_units=num_units, progress=progress,
+        min_shards=int(min_shards), num_units=num_units, progress=progress,
         entry={**entry.model_dump(mode="json"), "uri": uri})
 
 
@@ -275,7 +282,8 @@ def build_pipeline(p: beam.Pipeline, spec: JobSpec, units: Sequence[Unit],
     n_pc = (kept_windows
             | "EstBytes" >> beam.Map(lambda r: r.est_bytes)
             | "TotalBytes" >> beam.CombineGlobally(sum)
-            | "NumShards" >> beam.Map(lambda b: max(1, math.ceil(b / spec.shard_bytes))))
+            | "NumShards" >> beam.Map(
+                lambda b: plan_num_shards(b, spec.shard_bytes, spec.min_shards)))
     n_side = beam.pvalue.AsSingleton(n_pc)
     by_shard = {
         "seq": kept_windows | "SeqByShard" >> beam.Map(lambda r, n: (shard_of(r.key, n), r),
@@ -359,7 +367,7 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
     entry = cat.get(dataset)
     uri = input_uri or cat.uri_of(entry)
     options = pipeline_options(runner, beam_args)
-    shard_bytes = options.view_as(TrajcorpusOptions).shard_bytes
+    job_options = options.view_as(TrajcorpusOptions)
     dry_run = bool(options.view_as(TestOptions).dry_run)
     output = output.rstrip("/") if len(output) > 1 else output
     if runner == "DataflowRunner" and fs.is_local(output) and not dry_run:
@@ -367,7 +375,8 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
                               f"path ({output}); use a gs:// folder")
     if progress:
         _quiet_beam_logs()
-    source_spec = make_spec(entry, uri, output, seed, fmt, 0, shard_bytes, progress)
+    source_spec = make_spec(entry, uri, output, seed, fmt, 0, job_options.shard_bytes, progress,
+                            job_options.min_shards)
     units = source_spec.open_source().units()
     if not units:
         raise TrajcorpusError(uri, "the source has no units of work")
@@ -531,7 +540,7 @@ def _rebuild_command(spec: JobSpec) -> str:
     return shlex.join(["trajcorpus", "run", "--catalog", "catalog.yaml", "--dataset", spec.config,
                        "--input", str(spec.entry.get("uri", "")), "--output", "OUT",
                        "--seed", str(spec.seed), "--format", fmt,
-                       f"--shard_bytes={spec.shard_bytes}"])
+                       f"--shard_bytes={spec.shard_bytes}", f"--min_shards={spec.min_shards}"])
 
 
 def _manifest_info(spec: JobSpec, text_model: dict | None, num_shards: int) -> dict:
@@ -541,7 +550,8 @@ def _manifest_info(spec: JobSpec, text_model: dict | None, num_shards: int) -> d
         "settings": {"filter": spec.filter.model_dump(mode="json"),
                      "tokenize": spec.tokenize.model_dump(mode="json"),
                      "sequence": spec.sequence.model_dump(mode="json"),
-                     "shard_bytes": spec.shard_bytes, "formats": list(spec.formats),
+                     "shard_bytes": spec.shard_bytes, "min_shards": spec.min_shards,
+                     "formats": list(spec.formats),
                      "prompt_candidates_per_agent": _candidates_k()},
         "sequence_length": spec.sequence.length,
         "seed": spec.seed,

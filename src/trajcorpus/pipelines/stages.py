@@ -67,6 +67,7 @@ class JobSpec:
     tmp: str
     shard_bytes: int
     num_units: int
+    min_shards: int = 16  # shards.layout.MIN_SHARDS
     progress: bool = True
     split: str = "train"
     entry: dict = dataclasses.field(default_factory=dict)  # the catalog entry, for the manifest
