@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import gzip
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -37,6 +39,7 @@ from trajcorpus import fs
 from trajcorpus.shards import (
     NumpyLoader,
     ShardDataset,
+    ShardRef,
     TorchShardDataset,
     read_manifest,
     shard_relpath,
@@ -59,9 +62,13 @@ def job_output(path: Path) -> Path:
 
 
 def build_corpus(src: Path, out: Path, copies: int) -> Path:
-    if (out / "manifest.json").exists() and \
-            len(read_manifest(str(out)).files_of(CONFIG, fmt="parquet")) == copies:
-        return out
+    if (out / "manifest.json").exists():
+        m = read_manifest(str(out))
+        tars = m.files_of(CONFIG, fmt="webdataset")
+        if len(m.files_of(CONFIG, fmt="parquet")) == copies and tars and \
+                tars[0].path == shard_relpath(CONFIG, "train", "webdataset", 0, copies):
+            return out  # built by this version (the tar extension changed to .tar.gz)
+    shutil.rmtree(out, ignore_errors=True)
     examples = []
     for batch in NumpyLoader(ShardDataset(str(src), CONFIG, fmt="parquet"), batch_size=1):
         n = int(batch["patch_count"][0])
@@ -83,6 +90,19 @@ def build_corpus(src: Path, out: Path, copies: int) -> Path:
         "---\nconfigs:\n- config_name: demo-dqn-replay\n  data_files:\n  - split: train\n"
         "    path: data/demo-dqn-replay/train-*.parquet\n---\n")
     return out
+
+
+def plain_tars(paths: list[str], out: Path) -> list[str]:
+    """Uncompressed copies of the ``.tar.gz`` shards: the same tar stream, without gzip (the
+    layout before gzip, and what 'bare tar iteration' costs with no decompression at all)."""
+    out.mkdir(parents=True, exist_ok=True)
+    plain = []
+    for p in paths:
+        dst = out / Path(p).name.removesuffix(".gz")
+        if not dst.exists():
+            dst.write_bytes(gzip.decompress(Path(p).read_bytes()))
+        plain.append(str(dst))
+    return plain
 
 
 def measure(fn: Callable[[], int], repeat: int) -> dict:
@@ -120,7 +140,7 @@ def bare_tar(paths: list[str], decode: bool) -> Callable[[], int]:
     def run() -> int:
         n = 0
         for p in paths:
-            with tarfile.open(p, "r:") as tar:
+            with tarfile.open(p, "r:*") as tar:  # gzip or plain, as the file is
                 for info in tar:
                     data = tar.extractfile(info).read()
                     if info.name.endswith(".tokens.npy.zst"):
@@ -146,8 +166,9 @@ def webdataset_lib_tar(paths: list[str]) -> Callable[[], int]:
     return run
 
 
-def ours_torch(out: str, fmt: str, batch: int, **kw) -> Callable[[], int]:
-    ds = ShardDataset(out, CONFIG, fmt=fmt)
+def ours_torch(out: str, fmt: str, batch: int, shards: list | None = None, **kw
+               ) -> Callable[[], int]:
+    ds = ShardDataset(out, CONFIG, fmt=fmt) if shards is None else ShardDataset(shards=shards)
 
     def run() -> int:
         n = 0
@@ -210,9 +231,13 @@ def main() -> None:
     m = read_manifest(str(out))
     L = int(next(iter(NumpyLoader(ShardDataset(str(out), CONFIG), 1)))["tokens"].shape[1])
     pq_paths = [fs.join(str(out), f.path) for f in m.files_of(CONFIG, fmt="parquet")]
-    tar_paths = [fs.join(str(out), f.path) for f in m.files_of(CONFIG, fmt="webdataset")]
+    tar_files = m.files_of(CONFIG, fmt="webdataset")
+    tar_paths = [fs.join(str(out), f.path) for f in tar_files]
+    plain_paths = plain_tars(tar_paths, args.work.parent / "stream-bench-plain-tar")
+    plain_refs = [ShardRef(p, f.examples, "webdataset") for p, f in zip(plain_paths, tar_files,
+                                                                          strict=True)]
     n_ex = sum(f.examples for f in m.files_of(CONFIG, fmt="parquet"))
-    for p in pq_paths + tar_paths:  # page cache
+    for p in pq_paths + tar_paths + plain_paths:  # page cache
         Path(p).read_bytes()
 
     sm = read_manifest(str(src))
@@ -255,10 +280,14 @@ def main() -> None:
     add("webdataset library tar_file_iterator (members as bytes)", webdataset_lib_tar(tar_paths))
     ours_tar = add("ours WebDataset -> torch batches", ours_torch(str(out), "webdataset", b,
                                                                  verify=False))
+    add("ours WebDataset -> torch, sha256 verified", ours_torch(str(out), "webdataset", b))
+    base_plain = add("plain .tar copies: bare tar iteration", bare_tar(plain_paths, False))
+    ours_plain = add("plain .tar copies: ours -> torch batches", ours_torch(
+        str(out), "webdataset", b, shards=plain_refs))
     if not args.skip_hf_tar:
         add("datasets streaming of our tar (webdataset builder), numpy",
             hf_streaming(str(out), "numpy", b, data_files={
-                "train": str(out / f"data/{CONFIG}/train-*.tar")}), repeat=1)
+                "train": str(out / f"data/{CONFIG}/train-*.tar.gz")}), repeat=1)
 
     def rate(r: dict) -> float:
         return r["examples"] * L / r["cpu_s"]
@@ -269,6 +298,8 @@ def main() -> None:
         "datasets_parquet_numpy_Mtok_per_cpu_s": rate(hf_np) / 1e6,
         "datasets_parquet_torch_Mtok_per_cpu_s": rate(hf_t) / 1e6,
         "ours_tar_vs_bare_tar": rate(ours_tar) / rate(base_tar),
+        "ours_tar_vs_bare_plain_tar": rate(ours_tar) / rate(base_plain),
+        "ours_plain_tar_vs_bare_plain_tar": rate(ours_plain) / rate(base_plain),
         "bytes_per_token": sizes,
     }
     print(json.dumps(summary, indent=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -281,7 +282,8 @@ def test_manifest_records_the_run(run_a, work) -> None:
     assert info["text_model"] is None and info["tokenizer_sha256"] is None
     cmd = info["command"]
     assert cmd.startswith("trajcorpus run --catalog catalog.yaml --dataset hop --input ")
-    assert " --seed 0 --format both --shard_bytes=" in cmd
+    assert " --seed 0 --format both --shard_bytes=" in cmd and cmd.endswith(" --min_shards=16")
+    assert info["settings"]["min_shards"] == 16
     assert f"--dataset hop --input {info['catalog_entry']['uri']} " in cmd
     readme = (work / "a/README.md").read_text()
     assert cmd in readme  # the card's "how to rebuild" shows the recorded command
@@ -438,6 +440,20 @@ def test_cli_run_passes_beam_flags_and_prints_a_summary(work, capsys) -> None:
     assert main(["run", "--catalog", str(work / "catalog.yaml"), "--dataset", "coco",
                  "--output", str(out), "--shard_bytes=0"]) == 2
     assert "shard_bytes" in capsys.readouterr().err
+    assert main(["run", "--catalog", str(work / "catalog.yaml"), "--dataset", "coco",
+                 "--output", str(out), "--min_shards=0"]) == 2
+    assert "--min_shards: must be positive" in capsys.readouterr().err
+
+
+def test_local_runs_cap_malloc_arenas(monkeypatch) -> None:
+    from trajcorpus.pipelines.job import limit_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    limit_malloc_arenas()  # the local workers inherit it from the environment
+    assert os.environ["MALLOC_ARENA_MAX"] == "2"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    limit_malloc_arenas()  # the user's own value wins
+    assert os.environ["MALLOC_ARENA_MAX"] == "4"
 
 
 def test_demo_writes_one_output_that_datasets_loads(work, tmp_path) -> None:

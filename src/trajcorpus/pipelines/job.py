@@ -138,11 +138,37 @@ def pipeline_options(runner: str, beam_args: Sequence[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
+MALLOC_ARENAS = "2"
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at 2 per process, for the driver and the local workers.
+
+    Why: glibc gives each thread that allocates concurrently its own arena (up to 8 per core) and
+    rarely returns their free pages; Beam's runner and workers are gRPC processes with dozens of
+    threads, so their resident memory grew with the data that passed through them, not with
+    what they held (measured on 1M Atari transitions, bench/pipeline.py: peak RSS growth 250k ->
+    1M 1.38x without the cap, 1.27x with it, at the same speed). Workers inherit the setting
+    through the environment; the driver, already running, sets it with ``mallopt``. A value the
+    user exported is kept; elsewhere than glibc this does nothing.
+    """
+    os.environ.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENAS)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, int(os.environ["MALLOC_ARENA_MAX"]))  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 def _runner(runner: str) -> Any:
     """The DirectRunner is pinned to Beam's FnApiRunner: Beam 2.77's DirectRunner would first try
     the Prism runner, which downloads a Go binary (impossible offline)."""
     if runner == "DirectRunner":
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        limit_malloc_arenas()  # before the runner starts its worker processes
 
         return FnApiRunner()
     return None  # taken from --runner
