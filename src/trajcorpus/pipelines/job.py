@@ -36,7 +36,7 @@ from .. import __version__, fs
 from ..errors import TrajcorpusError
 from ..schemas.catalog import DatasetEntry, load_catalog
 from ..schemas.episode import Rejected
-from ..shards.layout import plan_num_shards
+from ..shards.layout import MIN_SHARD_BYTES, MIN_SHARDS, plan_num_shards
 from ..sources.base import Unit
 from . import audit as audit_mod
 from .filter import FilterResult, is_kept
@@ -59,7 +59,7 @@ __all__ = ["DEFAULT_SHARD_BYTES", "DEFAULT_MIN_SHARDS", "FORMATS", "JobResult",
            "run_dataset", "build_pipeline", "finalize", "make_spec", "pipeline_options"]
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
-DEFAULT_MIN_SHARDS = 16
+DEFAULT_MIN_SHARDS = MIN_SHARDS
 FORMATS = {"webdataset": ("webdataset",), "parquet": ("parquet",),
            "both": ("parquet", "webdataset")}
 TMP_DIR = ".trajcorpus-tmp"
@@ -74,8 +74,8 @@ class TrajcorpusOptions(PipelineOptions):
         parser.add_argument("--shard_bytes", type=int, default=DEFAULT_SHARD_BYTES,
                             help="target encoded bytes per shard (default 256 MiB)")
         parser.add_argument("--min_shards", type=int, default=DEFAULT_MIN_SHARDS,
-                            help="at least this many shards per split while each keeps 4 MiB "
-                            f"(default {DEFAULT_MIN_SHARDS}; 1 = by --shard_bytes only)")
+                            help="at least this many shards per split while each keeps "
+                            f"{MIN_SHARD_BYTES >> 20} MiB (default {DEFAULT_MIN_SHARDS}; 1 = by --shard_bytes only)")
 
 
 @dataclasses.dataclass

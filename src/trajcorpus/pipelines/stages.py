@@ -25,6 +25,7 @@ from .. import fs
 from ..errors import TrajcorpusError
 from ..schemas.catalog import FilterSettings, SequenceSettings, TokenizeSettings
 from ..schemas.episode import Episode, EpisodeSummary, Rejected
+from ..shards.layout import MIN_SHARDS
 from ..sources.base import Source, Unit
 from ..tokenizers.scheme import MODALITY_NAMES
 from ..tokenizers.tokenized import TokenizedEpisode
@@ -67,7 +68,7 @@ class JobSpec:
     tmp: str
     shard_bytes: int
     num_units: int
-    min_shards: int = 16  # shards.layout.MIN_SHARDS
+    min_shards: int = MIN_SHARDS
     progress: bool = True
     split: str = "train"
     entry: dict = dataclasses.field(default_factory=dict)  # the catalog entry, for the manifest

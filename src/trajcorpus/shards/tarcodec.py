@@ -252,9 +252,9 @@ def _members(f: IO[bytes], uri: str, keep: Any) -> Iterator[tuple[str, memoryvie
 
 def _tar_stream(fileobj: IO[bytes], uri: str) -> IO[bytes]:
     """The uncompressed tar stream of a ``.tar.gz`` (or plain ``.tar``) shard."""
-    magic = fileobj.read(2)
     if not fileobj.seekable():
         raise ShardError(uri, "tar shards are read from seekable files")
+    magic = fileobj.read(2)
     fileobj.seek(-len(magic), io.SEEK_CUR)
     if magic != _GZIP_MAGIC:
         return fileobj
