@@ -445,6 +445,22 @@ def test_cli_run_passes_beam_flags_and_prints_a_summary(work, capsys) -> None:
     assert "--min_shards: must be positive" in capsys.readouterr().err
 
 
+def test_min_shards_floor_splits_a_corpus_under_the_byte_target(work, monkeypatch) -> None:
+    from trajcorpus.shards import layout
+
+    monkeypatch.setattr(layout, "MIN_SHARD_BYTES", 1)  # the fixture is far below 4 MiB
+    out = work / "floor"
+    run_job(catalog=str(work / "catalog.yaml"), dataset="hop", output=str(out), fmt="both",
+            beam_args=[*ONE_WORKER, f"--shard_bytes={1 << 30}", "--min_shards=3"],
+            progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["configs"]["hop"]["info"]["num_shards"] == 3
+    for fmt in ("parquet", "webdataset"):
+        names = sorted(f["path"] for f in manifest["files"] if f["format"] == fmt)
+        assert [n.rsplit("/", 1)[1].split(".")[0] for n in names] == [
+            f"train-{i:05d}-of-00003" for i in range(3)]
+
+
 def test_local_runs_cap_malloc_arenas(monkeypatch) -> None:
     from trajcorpus.pipelines.job import limit_malloc_arenas
 

@@ -5,6 +5,7 @@ Readers are checked against the synthetic input examples, never against the writ
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tarfile
@@ -139,6 +140,11 @@ def test_round_trip_both_formats(tmp_path, channels):
         assert [i for i, _ in rows] == list(range(30))
         for (_, got), want in zip(rows, exs, strict=True):
             assert_same_example(got, want)
+    # the same tar stream without its gzip layer (plain .tar shards) reads the same
+    plain = io.BytesIO(gzip.decompress((tmp_path / shard_relpath("c", "train", "webdataset", 0,
+                                                                 1)).read_bytes()))
+    for (_, got), want in zip(iter_tar(plain, "plain.tar"), exs, strict=True):
+        assert_same_example(got, want)
 
 
 def test_tar_layout_is_webdataset_with_fixed_metadata(tmp_path):
