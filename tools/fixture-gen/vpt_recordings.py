@@ -260,10 +260,10 @@ def frame_rgb(seed: int, i: int, gui: bool) -> np.ndarray:
     (so a BGR/RGB swap shows); with a GUI open the world is dimmed behind a grey 176x166 panel."""
     xs = np.arange(WIDTH, dtype=np.float64)[None, :]
     ys = np.arange(HEIGHT, dtype=np.float64)[:, None]
-    base_r = 50 + (i * 47 + seed * 19) % 140
+    base_r = 30 + (i * 47 + seed * 19) % 100
     r = base_r + 25 * np.sin(2 * np.pi * xs / WIDTH + 0.3 * i) + 0 * ys
     g = 70 + 90 * ys / (HEIGHT - 1) + 10 * np.cos(2 * np.pi * xs / 320) + 0 * xs
-    b = 150 + 15 * seed + 20 * np.sin(2 * np.pi * (xs + ys) / 500) + 0 * ys
+    b = 165 + 10 * seed + 20 * np.sin(2 * np.pi * (xs + ys) / 500) + 0 * ys
     img = np.stack([r, g, b], axis=-1)
     bx, by = (37 * i + 50 * seed) % (WIDTH - 64), (23 * i + 30 * seed) % (HEIGHT - 64)
     img[by:by + 64, bx:bx + 64] = (230, 205, 60)
