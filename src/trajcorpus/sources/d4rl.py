@@ -112,7 +112,7 @@ class D4RLSource(Source):
     def _files(self) -> list[str]:
         if self.uri.endswith((".hdf5", ".h5")):
             return [self.uri]
-        files = fs.glob(fs.join(self.uri, "*.hdf5")) + fs.glob(fs.join(self.uri, "*.h5"))
+        files = fs.glob_literal(self.uri, "*.hdf5") + fs.glob_literal(self.uri, "*.h5")
         if not files:
             raise SourceError(self.uri, "no .hdf5 file found (expected a D4RL file or a folder "
                               "of them)")
