@@ -244,5 +244,8 @@ def parse_npy_header(read: Callable[[int], bytes], where: str, *,
         raise fail(f"shape must be a tuple of non-negative ints, got {str(shape)[:80]}")
     nbytes = math.prod(shape) * dtype.itemsize
     if limit is not None:
-        declared_nbytes(shape, dtype.itemsize, where, key="shape", limit=limit)
+        try:
+            declared_nbytes(shape, dtype.itemsize, where, limit=limit)
+        except SourceError as e:
+            raise fail(e.reason) from None
     return NpyHeader(version, dtype, fortran, shape, 8 + size_bytes + hlen, nbytes)

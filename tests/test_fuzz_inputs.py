@@ -1,0 +1,258 @@
+"""A structure-aware fuzzer over every source kind: bad input never escapes as a traceback.
+
+For each kind, hypothesis picks one file of the trimmed good input that the adversarial corpus
+starts from (``make_corpus.build_clean``) and breaks it the way real files break: truncation, flipped
+bytes, a JSON value of another type, deep nesting, an inflated declared size (JSON numbers, a
+``.npy`` header's shape), a malformed ``.npy`` header dict, another text encoding, or a folder
+renamed with glob characters. The mutated copy is read the way the Beam job reads
+(``Source.read()``), in-process, under a per-example alarm (a hang fails) and an address-space
+limit (a blow-up fails), and the outcome must be one of:
+
+* a clean read (for a rename: exactly the clean input's episodes);
+* a :class:`TrajcorpusError` whose message is one line;
+* Rejected records whose ``location: reason`` is one line and that no check missed: a unit the
+  last-resort boundary had to catch ("unexpected <Exception>") fails the test, since every class
+  must be closed at its cause.
+
+The bounded run is part of the suite (``FUZZ_EXAMPLES`` examples per kind, default 8, about 30 s
+in all). A long run by hand, e.g. 2,000 examples per kind with the ``search`` profile::
+
+    HYPOTHESIS_PROFILE=search TRAJCORPUS_FUZZ_EXAMPLES=2000 \\
+        .venv/bin/pytest tests/test_fuzz_inputs.py -q -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).parent / "adversarial"))
+from make_corpus import build_clean  # noqa: E402
+
+from trajcorpus.errors import TrajcorpusError  # noqa: E402
+from trajcorpus.schemas.episode import Episode, Rejected  # noqa: E402
+from trajcorpus.sources import open_source  # noqa: E402
+
+KINDS = ("rlu-atari", "rlds", "minari", "d4rl", "coco-captions", "img2dataset",
+         "hf-image-parquet", "dqn-replay")
+EXAMPLES = int(os.environ.get("TRAJCORPUS_FUZZ_EXAMPLES", "8"))
+HANG_SECONDS = 60  # one read of a trimmed input takes well under 3 s
+MEMORY_HEADROOM = 3 << 30  # address space a read may add before it counts as a blow-up
+ODD_NAMES = ("in[1]", "a*b", "what?", "[!x]", "sp ace [2]")
+NASTY_JSON = ([], {}, "1.0", "", 1e300, -1, None, True, 2 ** 70, [[1, 2], "x"], {"type": []})
+BAD_NPY_HEADERS = (
+    "{'descr': '<i4', 'fortran_order': False, 'shape': (2**70,), }",
+    "{'descr': '<i4', 'fortran_order': False, 'shape': (1180591620717411303424,), }",
+    "{'descr': ['<i4'], 'fortran_order': False, 'shape': (3,), }",
+    "{'descr': '<i4', 'fortran_order': 0, 'shape': (3,), }",
+    "{'descr': '<i4', 'fortran_order': False, 'shape': (3.0,), }",
+    "{'descr': '<i4', 'fortran_order': False, 'shape': (-3,), }",
+    "{'descr': '<i4', 'fortran_order': False}",
+    "{'descr': 'not a dtype', 'fortran_order': False, 'shape': (3,), }",
+    "{'descr': '<i4', 'fortran_order': False, 'shape': ((((((((3,),),),),),),),), }",
+    "[1, 2, 3]",
+    "{'descr': '<i4', 'fortran_order': False, 'shape': (3,), 'extra': {1: 2}}",
+    "__import__('os')",
+    "{" * 300,
+)
+
+
+class Hang(BaseException):
+    """Raised by the alarm (a BaseException, so no reader's `except Exception` can hide it)."""
+
+
+@contextlib.contextmanager
+def guarded() -> Iterator[None]:
+    """An alarm against hangs and an address-space ceiling against memory blow-ups."""
+    def alarm(signum, frame):
+        raise Hang(f"read did not finish within {HANG_SECONDS} s")
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        vm = int(f.read().split()[0]) * resource.getpagesize()
+    ceiling = vm + MEMORY_HEADROOM
+    if hard != resource.RLIM_INFINITY:
+        ceiling = min(ceiling, hard)
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(HANG_SECONDS)
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def read(kind: str, uri: str, options: dict) -> tuple[list[Episode], list[Rejected], str | None]:
+    """Source.read() as the job does it; TrajcorpusError is an answer, anything else escapes."""
+    episodes, rejected = [], []
+    try:
+        with guarded():
+            src = open_source(kind, uri, dataset="fuzz", options=options)
+            for item in src.read():
+                (rejected if isinstance(item, Rejected) else episodes).append(item)
+    except TrajcorpusError as e:
+        return episodes, rejected, str(e)
+    return episodes, rejected, None
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> dict:
+    """kind -> (folder holding the clean input, uri, options, episodes of a clean read)."""
+    out = {}
+    for kind in KINDS:
+        base = tmp_path_factory.mktemp(kind.replace("-", "_"))
+        built = build_clean(kind, base / "input")
+        episodes, rejected, error = read(kind, built.uri, built.options)
+        assert error is None
+        out[kind] = (base / "input", built.uri, built.options, len(episodes), len(rejected))
+    return out
+
+
+# -- mutations ------------------------------------------------------------------------------------
+
+def _nodes(doc, path=()):
+    """Every (path, value) of a JSON document, containers first."""
+    yield path, doc
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _nodes(v, path + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _nodes(v, path + (i,))
+
+
+def _set(doc, path, value):
+    if not path:
+        return value
+    node = doc
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return doc
+
+
+def mutate_json(data: bytes, draw) -> bytes:
+    doc = json.loads(data)
+    nodes = list(_nodes(doc))
+    path, value = nodes[draw(st.integers(0, len(nodes) - 1))]
+    how = draw(st.sampled_from(("type", "nest", "inflate", "reencode")))
+    if how == "type":
+        return json.dumps(_set(doc, path, draw(st.sampled_from(NASTY_JSON)))).encode()
+    if how == "nest":
+        depth = draw(st.sampled_from((65, 2000, 200_000)))
+        text = json.dumps(_set(doc, path, "__NEST__"))
+        return text.replace('"__NEST__"', "[" * depth + json.dumps(value) + "]" * depth,
+                            1).encode()
+    if how == "inflate":
+        scale = 1 << draw(st.sampled_from((20, 40, 64)))
+        ints = [(p, v) for p, v in nodes if isinstance(v, int) and not isinstance(v, bool)] or \
+            [(p, v) for p, v in nodes if isinstance(v, str) and v.isdigit()]
+        if not ints:
+            return data[: len(data) // 2]
+        p, v = ints[draw(st.integers(0, len(ints) - 1))]
+        big = int(v) * scale + scale
+        return json.dumps(_set(doc, p, big if isinstance(v, int) else str(big))).encode()
+    text = data.decode("utf-8") + " "
+    return draw(st.sampled_from((text.encode("utf-16"), text.replace('"', '"\xe9', 1)
+                                 .encode("latin-1", "replace"), b"\xff\xfe" + data)))
+
+
+def mutate_npy_gz(data: bytes, draw) -> bytes:
+    raw = gzip.decompress(data)
+    arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    header = draw(st.sampled_from(BAD_NPY_HEADERS + ("inflate",)))
+    if header == "inflate":
+        shape = list(arr.shape)
+        shape[draw(st.integers(0, len(shape) - 1))] *= 1 << draw(st.sampled_from((20, 40, 63)))
+        header = repr({"descr": arr.dtype.str, "fortran_order": False, "shape": tuple(shape)})
+    text = header.encode("latin-1")
+    pad = 64 - (10 + len(text) + 1) % 64
+    head = b"\x93NUMPY\x01\x00" + (len(text) + pad + 1).to_bytes(2, "little") + text \
+        + b" " * pad + b"\n"
+    return gzip.compress(head + raw[len(raw) - arr.nbytes:], compresslevel=1, mtime=0)
+
+
+@st.composite
+def mutation(draw, files: list[str]) -> tuple[str, str, object]:
+    """(relative file, operation name, parameter) — applied by :func:`apply`."""
+    rel = draw(st.sampled_from(files))
+    ops = ["truncate", "flip", "rename"]
+    if rel.endswith(".json"):
+        ops += ["json", "json"]
+    if rel.endswith(".gz") and "ckpt" in rel:
+        ops += ["npy", "npy"]
+    op = draw(st.sampled_from(ops))
+    if op == "truncate":
+        return rel, op, draw(st.floats(0, 0.999))
+    if op == "flip":
+        return rel, op, (draw(st.floats(0, 0.999)), draw(st.integers(1, 64)),
+                         draw(st.integers(1, 255)))
+    if op == "rename":
+        return rel, op, draw(st.sampled_from(ODD_NAMES))
+    return rel, op, draw
+
+
+def apply(root: Path, uri: str, rel: str, op: str, param) -> str:
+    """Mutate the copy under ``root`` in place; return the (possibly renamed) input uri."""
+    path = root / rel
+    data = path.read_bytes()
+    if op == "truncate":
+        path.write_bytes(data[: int(len(data) * param)])
+    elif op == "flip":
+        at, n, mask = param
+        b = bytearray(data)
+        start = int(len(b) * at)
+        for i in range(start, min(start + n, len(b))):
+            b[i] ^= mask
+        path.write_bytes(bytes(b))
+    elif op == "json":
+        path.write_bytes(mutate_json(data, param))
+    elif op == "npy":
+        path.write_bytes(mutate_npy_gz(data, param))
+    elif op == "rename":
+        target = root.parent / f"{root.name}{param}"
+        root.rename(target)
+        return str(target) + uri[len(str(root)):]
+    return uri
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_input_never_escapes(clean, kind, data):
+    folder, uri, options, n_clean, n_rejected_clean = clean[kind]
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    rel, op, param = data.draw(mutation(files), label="mutation")
+    if op in ("json", "npy"):
+        param = data.draw  # the mutators draw their own choices
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        root = Path(tmp) / "in"
+        shutil.copytree(folder, root)
+        where = apply(root, str(root) + uri[len(str(folder)):], rel, op, param)
+        episodes, rejected, error = read(kind, where, options)
+    texts = [f"{r.location}: {r.reason}" for r in rejected] + ([error] if error else [])
+    for text in texts:
+        assert "\n" not in text and "\r" not in text, f"multi-line message: {text!r}"
+        assert "unexpected " not in text, f"only the last-resort boundary caught it: {text}"
+    if op == "rename":
+        assert error is None and len(episodes) == n_clean, (
+            f"renamed to {where!r}: {len(episodes)} episodes instead of {n_clean}: {texts[:3]}")
+        assert len(rejected) == n_rejected_clean
