@@ -47,6 +47,7 @@ from make_corpus import build_clean  # noqa: E402
 from trajcorpus.errors import TrajcorpusError  # noqa: E402
 from trajcorpus.schemas.episode import Episode, Rejected  # noqa: E402
 from trajcorpus.sources import open_source  # noqa: E402
+from trajcorpus.sources.base import UNEXPECTED  # noqa: E402
 
 KINDS = ("rlu-atari", "rlds", "minari", "d4rl", "coco-captions", "img2dataset",
          "hf-image-parquet", "dqn-replay")
@@ -251,7 +252,7 @@ def test_mutated_input_never_escapes(clean, kind, data):
     texts = [f"{r.location}: {r.reason}" for r in rejected] + ([error] if error else [])
     for text in texts:
         assert "\n" not in text and "\r" not in text, f"multi-line message: {text!r}"
-        assert "unexpected " not in text, f"only the last-resort boundary caught it: {text}"
+        assert UNEXPECTED not in text, f"only the last-resort boundary caught it: {text}"
     if op == "rename":
         assert error is None and len(episodes) == n_clean, (
             f"renamed to {where!r}: {len(episodes)} episodes instead of {n_clean}: {texts[:3]}")

@@ -21,7 +21,10 @@ from ..errors import SourceError, TrajcorpusError, one_line
 from ..schemas.episode import Episode, Rejected
 
 __all__ = ["Source", "Unit", "REGISTRY", "get_source", "open_source", "registered_kinds",
-           "unexpected"]
+           "unexpected", "UNEXPECTED"]
+
+# The mark of an exception only the last-resort boundary caught (tests look for it).
+UNEXPECTED = "a reader bug or unchecked input: please report it"
 
 REGISTRY: dict[str, type[Source]] = {}
 
@@ -148,8 +151,7 @@ def unexpected(unit: Unit | None, exc: BaseException, uri: str = "") -> SourceEr
     where = unit.uri if unit is not None else uri
     key = unit.key if unit is not None and unit.key != unit.uri else None
     return SourceError(where or "<input>", f"unexpected {type(exc).__name__} while reading: "
-                       f"{one_line(exc) or '(no message)'} (a reader bug or unchecked input: "
-                       "please report it)", key=key)
+                       f"{one_line(exc) or '(no message)'} ({UNEXPECTED})", key=key)
 
 
 def registered_kinds() -> list[str]:

@@ -60,7 +60,7 @@ from .. import fs
 from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
-from .metadata import parse_npy_header
+from .metadata import parse_npy_header, small_int
 
 __all__ = ["DqnReplaySource", "GzipNpyStream", "read_small_array"]
 
@@ -68,7 +68,7 @@ STORE_PREFIX = "$store$_"
 STORE_FIELDS = ("observation", "action", "reward", "terminal")
 PADDING = 3  # Dopamine's stack_size - 1 zero transitions before every episode
 FILE_RE = re.compile(
-    r"^(?:\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.(\d+)\.gz$"
+    r"^(?:\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.(\d{1,18})\.gz$"
 )
 MAX_CAPACITY = 1 << 24  # slots per checkpoint we accept (real data: 10^6); refuses header bombs
 MAX_FRAME_PIXELS = 1 << 20
@@ -718,7 +718,8 @@ def _name(uri: str) -> str:
 
 
 def _natural(name: str) -> tuple[int, str]:
-    return (int(name), "") if name.isdigit() else (1 << 62, name)
+    n = small_int(name)
+    return (n, "") if n is not None else (1 << 62, name)
 
 
 class DqnReplaySource(Source):

@@ -43,7 +43,7 @@ from .imagecaption import (
     rejected,
     safe_relative_name,
 )
-from .metadata import Strict, Text, parse_json, validate
+from .metadata import Strict, Text, parse_json, small_int, validate
 
 __all__ = ["Img2DatasetSource", "IMAGE_EXTENSIONS", "split_member_name"]
 
@@ -56,7 +56,7 @@ class MemberMeta(Strict):
 
     url: Text | None = None
     caption: Text | None = None
-_SHARD = re.compile(r"^(\d+)\.(tar|parquet)$")
+_SHARD = re.compile(r"^(\d{1,18})\.(tar|parquet)$")
 
 
 def split_member_name(name: str) -> tuple[str, str] | None:
@@ -204,7 +204,9 @@ class Img2DatasetSource(Source):
             image = load_image(data, uri, key=f"{key}.{image_ext}", offset=offset)
         except SourceError as e:
             return rejected(self.dataset, e, task)
-        order_key = int(key) if key.isdigit() else len(seen) - 1
+        order_key = small_int(key)
+        if order_key is None:
+            order_key = len(seen) - 1
         episode = caption_episode(
             dataset=self.dataset, task=task, agent=unit.param("agent"), episode_id=key,
             order=(unit.param("shard"), order_key), image=image, caption=caption,

@@ -23,20 +23,21 @@ import dataclasses
 import json
 import math
 import os
+import re
 import struct
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import pydantic
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints
 
 from .. import fs
 from ..errors import SourceError, one_line
 
 __all__ = ["MAX_DEPTH", "MAX_JSON_BYTES", "MAX_DECLARED_BYTES", "MAX_NPY_HEADER", "Strict",
            "Name", "Text", "NpyHeader", "one_line", "json_depth", "parse_json", "load_json",
-           "validate", "declared_nbytes", "parse_npy_header", "digits"]
+           "validate", "declared_nbytes", "parse_npy_header", "digits", "small_int"]
 
 MAX_DEPTH = 64  # far deeper than any real metadata (a gymnasium Dict of Dicts is < 10)
 MAX_JSON_BYTES = 64 * 1024 * 1024  # a metadata document (COCO passes its own, larger limit)
@@ -56,10 +57,29 @@ class Strict(pydantic.BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
 
-def digits(max_len: int = 18) -> Any:
-    """A non-negative int, or one written as a decimal string (protobuf's JSON form of int64)."""
-    return Annotated[int, Field(ge=0)] | Annotated[
-        str, StringConstraints(pattern=rf"^[0-9]{{1,{max_len}}}$")]
+def _int_or_digits(value: Any) -> Any:
+    if isinstance(value, str):
+        if not re.fullmatch(r"-?[0-9]{1,18}", value):
+            raise ValueError(f"expected an integer written in decimal digits, got {value[:40]!r}")
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {type(value).__name__} {str(value)[:40]}")
+    return value
+
+
+def digits(ge: int = 0, le: int = 1 << 62) -> Any:
+    """An int, also when written as a decimal string (protobuf's JSON form of int64: "4"), in
+    [ge, le]. One validator, not a union, so a failure reports one field and one reason."""
+    return Annotated[int, BeforeValidator(_int_or_digits), Field(ge=ge, le=le)]
+
+
+def small_int(text: str) -> int | None:
+    """``text`` as an int when it is 1 to 18 ASCII digits, else None.
+
+    ``str.isdigit`` accepts '²' and 5,000-digit names, which ``int()`` then refuses with a
+    ValueError: names found on disk are matched with this instead.
+    """
+    return int(text) if 0 < len(text) <= 18 and text.isascii() and text.isdigit() else None
 
 
 def json_depth(obj: Any, limit: int) -> int:
@@ -132,7 +152,8 @@ def validate(value: Any, model: type[T] | Any, where: str, *, key: str | None = 
         got = type(first.get("input")).__name__
         more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" \
             if len(errs) > 1 else ""
-        raise SourceError(where, one_line(f"{first['msg']} (got {got}){more}"),
+        msg = first["msg"].removeprefix("Value error, ")
+        raise SourceError(where, one_line(f"{msg} (got {got}){more}"),
                           key=_loc(first["loc"], key)) from None
     except RecursionError:
         raise SourceError(where, f"nested deeper than the limit of {MAX_DEPTH} levels",

@@ -51,12 +51,21 @@ from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
 from .h5file import open_h5, read_dataset
-from .metadata import Name, Strict, Text, declared_nbytes, load_json, parse_json, validate
+from .metadata import (
+    Name,
+    Strict,
+    Text,
+    declared_nbytes,
+    load_json,
+    parse_json,
+    small_int,
+    validate,
+)
 
 __all__ = ["MinariSource", "Leaf", "space_leaves", "leaf_kind"]
 
-_EPISODE_GROUP = re.compile(r"^episode_(\d+)$")
-_ARROW_PART = re.compile(r"^part-(\d+)\.arrow$")
+_EPISODE_GROUP = re.compile(r"^episode_(\d{1,18})$")  # bounded: int() of 5,000 digits fails
+_ARROW_PART = re.compile(r"^part-(\d{1,18})\.arrow$")
 _MAX_DEPTH = 5
 _STEP_KEYS = ("actions", "rewards", "terminations", "truncations")
 
@@ -300,7 +309,7 @@ class MinariSource(Source):
         for path in fs.walk_files(data_dir):
             segs = path.rstrip("/").rsplit("/", 2)[-2:]
             m = _ARROW_PART.match(segs[-1]) if len(segs) == 2 else None
-            if m and segs[0].isdigit():
+            if m and small_int(segs[0]) is not None:
                 parts.setdefault(int(segs[0]), []).append((int(m.group(1)), segs[1]))
         return [(eid, tuple(name for _, name in sorted(parts[eid]))) for eid in sorted(parts)]
 

@@ -49,10 +49,10 @@ import functools
 import math
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from .. import fs
 from ..errors import SourceError, TrajcorpusError
@@ -79,8 +79,7 @@ _METADATA_VALUES = 64  # array-valued episode metadata up to this size is kept i
 
 # -- the two documents, typed (TFDS writes int64 fields as decimal strings) -----------------------
 
-_Dim = Annotated[int, Field(ge=-1, le=1 << 31)] | Annotated[
-    str, StringConstraints(pattern=r"^(-1|[0-9]{1,10})$")]
+_Dim = digits(ge=-1)  # -1: unknown; the product is bounded by declared_nbytes
 
 
 class _Shape(Strict):
