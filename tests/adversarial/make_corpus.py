@@ -1811,14 +1811,21 @@ def _(fx: Path, out: Path) -> Built:
     return _hf(fx, out, edit)
 
 
+def _dqn_raw_header(field: str, header: str) -> Callable[[dict], None]:
+    """A .npy version 1.0 payload whose header dict is ``header`` verbatim (np.save would
+    refuse or rewrite it), followed by 64 zero bytes."""
+    text = header.encode("latin-1")
+    return _dqn_payload(field, b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+                        + bytes(64))
+
+
 @case("dqn-npy-dimension-overflow", "dqn-replay", "error",
       DQN_FILE + r"\$store\$_reward_ckpt\.0\.gz @ offset 0: bad \.npy header: "
       r"18446744073709551617 slots outside")
 def _(fx: Path, out: Path) -> Built:
     """dqn-replay: the reward header declares 2^64+1 slots (beyond int64: numpy's parser fails)"""
-    text = b"{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551617,), }"
-    header = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
-    return _dqn(fx, out, _dqn_payload("reward", header + bytes(64)))
+    return _dqn(fx, out, _dqn_raw_header(
+        "reward", "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551617,), }"))
 
 
 @case("dqn-npy-header-not-literal", "dqn-replay", "error",
@@ -1826,9 +1833,8 @@ def _(fx: Path, out: Path) -> Built:
       r"Python literal")
 def _(fx: Path, out: Path) -> Built:
     """dqn-replay: the action header holds an expression (2**70), not a literal"""
-    text = b"{'descr': '<i4', 'fortran_order': False, 'shape': (2**70,), }"
-    header = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
-    return _dqn(fx, out, _dqn_payload("action", header + bytes(64)))
+    return _dqn(fx, out, _dqn_raw_header(
+        "action", "{'descr': '<i4', 'fortran_order': False, 'shape': (2**70,), }"))
 
 
 def build_clean(kind: str, dest: Path, variant: str = "", fixtures: Path = FIXTURES) -> Built:

@@ -85,12 +85,17 @@ def load_annotations(uri: str) -> dict[str, Any]:
     return doc
 
 
-def _entry(value: Any, model: type, where: str) -> Any:
-    """``value`` as ``model`` or the reason it is not (for the problems list)."""
-    try:
-        return validate(value, model, where)
-    except SourceError as e:
-        return e
+def _typed(uri: str, doc: dict[str, Any], section: str, model: type, needs: str,
+           problems: list[tuple[str, str]]) -> list[tuple[int, Any]]:
+    """(index, typed entry) of ``doc[section]``; an entry that is not a ``model`` goes to
+    ``problems`` (one quarantined record) with the field and reason."""
+    out = []
+    for i, raw in enumerate(doc[section]):
+        try:
+            out.append((i, validate(raw, model, f"{uri} [{section}[{i}]]")))
+        except SourceError as e:
+            problems.append((e.where, f"{needs}: {e.reason}"))
+    return out
 
 
 def _plan(uri: str, doc: dict[str, Any]) -> tuple[list[tuple[int, str, tuple]], list[tuple]]:
@@ -102,24 +107,15 @@ def _plan(uri: str, doc: dict[str, Any]) -> tuple[list[tuple[int, str, tuple]], 
     problems: list[tuple[str, str]] = []
     where_image: dict[int, list[int]] = {}
     files: dict[int, str] = {}
-    for i, raw in enumerate(doc["images"]):
-        img = _entry(raw, CocoImage, f"{uri} [images[{i}]]")
-        if isinstance(img, SourceError):
-            problems.append((img.where, f"image entry needs an integer id and a file_name "
-                             f"string: {img.reason}"))
-            continue
+    for i, img in _typed(uri, doc, "images", CocoImage,
+                         "image entry needs an integer id and a file_name string", problems):
         where_image.setdefault(img.id, []).append(i)
         files[img.id] = img.file_name
     dup_images = {k: v for k, v in where_image.items() if len(v) > 1}
-    anns: list[CocoAnnotation] = []
+    anns = [a for _, a in _typed(uri, doc, "annotations", CocoAnnotation,
+                                 "annotation needs integer id and image_id", problems)]
     ann_count: dict[int, int] = {}
-    for i, raw in enumerate(doc["annotations"]):
-        ann = _entry(raw, CocoAnnotation, f"{uri} [annotations[{i}]]")
-        if isinstance(ann, SourceError):
-            problems.append((ann.where, f"annotation needs integer id and image_id: "
-                             f"{ann.reason}"))
-            continue
-        anns.append(ann)
+    for ann in anns:
         ann_count[ann.id] = ann_count.get(ann.id, 0) + 1
     captions: dict[int, list[tuple[int, Any]]] = {}
     for ann in anns:
