@@ -3,8 +3,9 @@
 For each kind, hypothesis picks one file of the trimmed good input that the adversarial corpus
 starts from (``make_corpus.build_clean``) and breaks it the way real files break: truncation, flipped
 bytes, a JSON value of another type, deep nesting, an inflated declared size (JSON numbers, a
-``.npy`` header's shape), a malformed ``.npy`` header dict, another text encoding, or a folder
-renamed with glob characters. The mutated copy is read the way the Beam job reads
+``.npy`` header's shape), a malformed ``.npy`` header dict, an HDF5 node of another rank, type or
+kind, an Arrow/Parquet column of another type or with null rows, another text encoding, or a
+folder renamed with glob characters. The mutated copy is read the way the Beam job reads
 (``Source.read()``), in-process, under a per-example alarm (a hang fails) and an address-space
 limit (a blow-up fails), and the outcome must be one of:
 
@@ -180,7 +181,7 @@ def mutate_npy_gz(data: bytes, draw) -> bytes:
     arr = np.load(io.BytesIO(raw), allow_pickle=False)
     header = draw(st.sampled_from(BAD_NPY_HEADERS + ("inflate",)))
     if header == "inflate":
-        shape = list(arr.shape)
+        shape = list(arr.shape) or [1]  # add_count is a 0-d array: give it a dimension
         shape[draw(st.integers(0, len(shape) - 1))] *= 1 << draw(st.sampled_from((20, 40, 63)))
         header = repr({"descr": arr.dtype.str, "fortran_order": False, "shape": tuple(shape)})
     text = header.encode("latin-1")
@@ -188,6 +189,73 @@ def mutate_npy_gz(data: bytes, draw) -> bytes:
     head = b"\x93NUMPY\x01\x00" + (len(text) + pad + 1).to_bytes(2, "little") + text \
         + b" " * pad + b"\n"
     return gzip.compress(head + raw[len(raw) - arr.nbytes:], compresslevel=1, mtime=0)
+
+
+def _hdf5_value(kind: str, old) -> object:
+    n = old.shape[0] if old is not None and old.shape else 3
+    return {"scalar": np.float64(1.5), "strings": np.array([b"x"] * n),
+            "short": np.zeros(max(0, n - 1), np.float32), "wide": np.zeros((n, 2, 2), np.int64),
+            "empty": np.zeros(0, np.float32), "bool": np.ones(n, bool)}[kind]
+
+
+def mutate_hdf5(path: Path, draw) -> None:
+    """Replace one node of an HDF5 file by a value of another rank, type or kind."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        names: list[str] = []
+        f.visit(names.append)
+        if not names:
+            return
+        name = draw(st.sampled_from(sorted(names)))
+        kind = draw(st.sampled_from(("scalar", "strings", "short", "wide", "empty", "bool",
+                                     "group", "delete")))
+        node = f[name]
+        old = node if isinstance(node, h5py.Dataset) else None
+        del f[name]
+        if kind == "group":
+            f.create_group(name)
+        elif kind != "delete":
+            f[name] = _hdf5_value(kind, old)
+
+
+def mutate_arrow_table(table, draw):
+    """Replace one column by nulls, strings, a struct, a nested list, or a column of another
+    length's worth of values; the schema changes with it, as a buggy exporter would write."""
+    import pyarrow as pa
+
+    if table.num_columns == 0:
+        return table
+    i = draw(st.integers(0, table.num_columns - 1))
+    n = table.num_rows
+    kind = draw(st.sampled_from(("nulls", "strings", "ints", "struct", "nested", "one-null")))
+    if kind == "one-null":
+        values = table.column(i).to_pylist()
+        if values:
+            values[draw(st.integers(0, len(values) - 1))] = None
+        col = pa.array(values, table.schema.field(i).type)
+    else:
+        col = {"nulls": lambda: pa.nulls(n), "strings": lambda: pa.array(["x"] * n),
+               "ints": lambda: pa.array(range(n), pa.int64()),
+               "struct": lambda: pa.array([{"bytes": 1, "path": 2}] * n),
+               "nested": lambda: pa.array([[[1.0]]] * n)}[kind]()
+    return table.set_column(i, table.schema.field(i).name, col)
+
+
+def mutate_arrow(path: Path, draw) -> None:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        pq.write_table(mutate_arrow_table(table.replace_schema_metadata(
+            table.schema.metadata), draw), path)
+        return
+    table = ipc.open_file(pa.memory_map(str(path))).read_all()
+    table = mutate_arrow_table(table, draw)
+    with ipc.new_file(str(path), table.schema) as w:
+        w.write_table(table)
 
 
 @st.composite
@@ -199,6 +267,10 @@ def mutation(draw, files: list[str]) -> tuple[str, str, object]:
         ops += ["json", "json"]
     if rel.endswith(".gz") and "ckpt" in rel:
         ops += ["npy", "npy"]
+    if rel.endswith((".hdf5", ".h5")):
+        ops += ["hdf5", "hdf5", "hdf5"]
+    if rel.endswith((".arrow", ".parquet")):
+        ops += ["arrow", "arrow", "arrow"]
     op = draw(st.sampled_from(ops))
     if op == "truncate":
         return rel, op, draw(st.floats(0, 0.999))
@@ -227,6 +299,10 @@ def apply(root: Path, uri: str, rel: str, op: str, param) -> str:
         path.write_bytes(mutate_json(data, param))
     elif op == "npy":
         path.write_bytes(mutate_npy_gz(data, param))
+    elif op == "hdf5":
+        mutate_hdf5(path, param)
+    elif op == "arrow":
+        mutate_arrow(path, param)
     elif op == "rename":
         target = root.parent / f"{root.name}{param}"
         root.rename(target)
@@ -242,7 +318,7 @@ def test_mutated_input_never_escapes(clean, kind, data):
     folder, uri, options, n_clean, n_rejected_clean = clean[kind]
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     rel, op, param = data.draw(mutation(files), label="mutation")
-    if op in ("json", "npy"):
+    if op in ("json", "npy", "hdf5", "arrow"):
         param = data.draw  # the mutators draw their own choices
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         root = Path(tmp) / "in"

@@ -99,8 +99,18 @@ class Source(abc.ABC):
 
     def read(self) -> Iterator[Episode | Rejected]:
         """Every unit in order; a unit that fails as a whole becomes one Rejected(kind='unit')."""
-        for unit in self.units():
+        for unit in self.planned_units():
             yield from self.read_unit_safely(unit)
+
+    def planned_units(self) -> list[Unit]:
+        """``units()`` behind the same net: an unanticipated exception while planning is one
+        SourceError naming the input and the exception type (the cause stays chained)."""
+        try:
+            return self.units()
+        except TrajcorpusError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise unexpected(None, e, self.uri) from e
 
     def read_unit_safely(self, unit: Unit) -> Iterator[Episode | Rejected]:
         """``read_unit`` behind the last-resort boundary: whatever goes wrong, a Rejected unit.
@@ -123,13 +133,7 @@ class Source(abc.ABC):
         A ``Rejected`` of kind "missing" is a failure the producer itself recorded (an
         img2dataset 404), not bad input: it is appended to ``skipped`` instead of raising.
         """
-        try:
-            units = self.units()
-        except TrajcorpusError:
-            raise
-        except Exception as e:  # noqa: BLE001  (same net as read_unit_safely, while planning)
-            raise unexpected(None, e, self.uri) from e
-        for unit in units:
+        for unit in self.planned_units():
             try:
                 for item in self.read_unit(unit):
                     if isinstance(item, Rejected):

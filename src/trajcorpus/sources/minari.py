@@ -356,6 +356,9 @@ class MinariSource(Source):
         obs = {}
         for leaf in meta.obs_leaves:
             node, path = obs_node, f"{key}/observations"
+            if leaf.h5_path and not isinstance(obs_node, h5py.Group):
+                raise SourceError(uri, "expected a group for a Dict/Tuple observation space, "
+                                  "found a dataset", key=path)
             for seg in leaf.h5_path[:-1]:
                 node, path = node.get(seg), f"{path}/{seg}"
                 if not isinstance(node, h5py.Group):
