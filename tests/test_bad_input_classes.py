@@ -442,6 +442,8 @@ def test_unexpected_exception_while_planning_is_one_line_in_the_cli(tmp_path, mo
     assert main(["episodes", "--kind", "minari", "--input", uri]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unexpected KeyError" in err and uri in err
+    with pytest.raises(SourceError, match=r"unexpected KeyError while reading: 'spaces'"):
+        list(open_source("minari", uri).read())  # the job's way of reading: the same net
 
 
 def test_odd_characters_in_a_renamed_fixture_copy(tmp_path):

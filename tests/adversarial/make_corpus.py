@@ -1779,6 +1779,20 @@ def _(fx: Path, out: Path) -> Built:
                                                b"[" * 100_000 + b"]" * 100_000))
 
 
+@case("i2d-duplicate-member", "img2dataset", "quarantine",
+      r"00000\.tar @ offset \d+ \[0000004\.jpg\]: member appears twice in one sample",
+      survivors=9)
+def _(fx: Path, out: Path) -> Built:
+    """img2dataset: sample 0000004 holds two .jpg members (the second is another photo)"""
+    def edit(members: list) -> None:
+        other = next(d for info, d in members if info.name == "0000006.jpg")
+        at = next(i for i, (info, _) in enumerate(members) if info.name == "0000004.jpg")
+        extra = tarfile.TarInfo("0000004.jpg")
+        extra.size = len(other)
+        members.insert(at + 1, (extra, other))
+    return _i2d(fx, out, edit)
+
+
 def _hf_metadata(value: bytes) -> Callable[[Any], Any]:
     return lambda table: table.replace_schema_metadata({b"huggingface": value})
 

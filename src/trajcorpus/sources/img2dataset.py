@@ -49,6 +49,8 @@ __all__ = ["Img2DatasetSource", "IMAGE_EXTENSIONS", "split_member_name"]
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 _STATUS_COLUMNS = ("key", "status", "error_message")
+_USED = (*IMAGE_EXTENSIONS, "txt", "json")  # the members a record is made of; others stay unread
+_TWICE = "\0twice"  # marks a sample with a repeated member (not a possible extension)
 
 
 class MemberMeta(Strict):
@@ -170,7 +172,9 @@ class Img2DatasetSource(Source):
                         if current is not None:
                             yield self._record(unit, current, members, seen)
                         current, members = key, {}
-                    f = tar.extractfile(m)
+                    if ext in members:  # two KEY.jpg: which one is the image? never choose
+                        members[_TWICE] = (ext.encode(), m.offset)
+                    f = tar.extractfile(m) if ext in _USED else None  # others: never read
                     members[ext] = (f.read() if f is not None else b"", m.offset)
                 if current is not None:
                     yield self._record(unit, current, members, seen)
@@ -184,6 +188,11 @@ class Img2DatasetSource(Source):
             return self.reject(f"{uri} [{key}]", "duplicate sample key (members of one sample "
                                "must be adjacent in a webdataset tar)", task=task)
         seen.add(key)
+        if _TWICE in members:
+            ext, offset = members[_TWICE]
+            return self.reject(f"{uri} @ offset {offset} [{key}.{ext.decode()}]", "member appears "
+                               "twice in one sample: which one belongs to it is ambiguous",
+                               task=task)
         image_ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
         if image_ext is None:
             return self.reject(f"{uri} [{key}]", "sample has no image member "
