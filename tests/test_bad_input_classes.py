@@ -486,3 +486,12 @@ def test_names_whose_digits_int_refuses(tmp_path):
             tar.addfile(m, io.BytesIO(data))
     episodes, rejected, error = read("img2dataset", uri)
     assert error is None and len(episodes) == n + 1 and "\u00b2" in {e.episode_id for e in episodes}
+
+
+def test_rlds_tensor_dtype_must_be_a_number_type(tmp_path):
+    root, uri, _ = clean("rlds", tmp_path)
+    path = next(root.rglob("features.json"))
+    path.write_text(path.read_text().replace('"dtype": "float32"', '"dtype": "object"', 1))
+    _, _, error = read("rlds", uri)
+    assert error is not None and error.startswith(str(path))
+    assert error.endswith("tensor dtype 'object' is not a number type")

@@ -188,9 +188,11 @@ def flatten_features(node: Mapping[str, Any], where: str, prefix: str = "",
         dtype = str(info.get("dtype", ""))
         if dtype != "string":
             try:
-                np.dtype(dtype)
-            except TypeError:
+                kind = np.dtype(dtype).kind
+            except (TypeError, ValueError):
                 raise fail(f"unknown tensor dtype {dtype!r}") from None
+            if kind not in "biufc":
+                raise fail(f"tensor dtype {dtype!r} is not a number type")
         encoding = str(info.get("encoding") or "none").lower()
         if encoding not in ("none", "zlib", "bytes"):
             raise fail(f"unknown tensor encoding {encoding!r}")
