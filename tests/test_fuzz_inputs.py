@@ -15,7 +15,7 @@ limit (a blow-up fails), and the outcome must be one of:
   last-resort boundary had to catch ("unexpected <Exception>") fails the test, since every class
   must be closed at its cause.
 
-The bounded run is part of the suite (``FUZZ_EXAMPLES`` examples per kind, default 8, about 30 s
+The bounded run is part of the suite (``TRAJCORPUS_FUZZ_EXAMPLES`` examples per kind, default 8, about 25 s
 in all). A long run by hand, e.g. 2,000 examples per kind with the ``search`` profile::
 
     HYPOTHESIS_PROFILE=search TRAJCORPUS_FUZZ_EXAMPLES=2000 \\
