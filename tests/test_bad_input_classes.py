@@ -495,3 +495,15 @@ def test_rlds_tensor_dtype_must_be_a_number_type(tmp_path):
     _, _, error = read("rlds", uri)
     assert error is not None and error.startswith(str(path))
     assert error.endswith("tensor dtype 'object' is not a number type")
+
+
+def test_coco_ids_must_fit_the_int64_order(tmp_path):
+    root, uri, n = clean("coco-captions", tmp_path)
+    path = root / "coco/annotations/captions_train2017.json"
+    doc = json.loads(path.read_text())
+    doc["annotations"][0]["id"] = 1 << 70
+    path.write_text(json.dumps(doc))
+    episodes, rejected, error = read("coco-captions", uri)
+    assert error is None and len(episodes) == n - 1
+    assert [r.location for r in rejected] == [f"{path} [annotations[0].id]"]
+    assert "less than or equal to 9223372036854775807" in rejected[0].reason

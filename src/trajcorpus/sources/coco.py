@@ -21,7 +21,7 @@ UTF-8 bytes inside the file reject only the captions that contain them (the file
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -55,14 +55,17 @@ class CocoDoc(Strict):
     annotations: list[Any] = Field(max_length=_MAX_ENTRIES)
 
 
+_Id = Annotated[int, Field(ge=0, le=(1 << 63) - 1)]  # ids become the record's int64 order
+
+
 class CocoImage(Strict):
-    id: int
+    id: _Id
     file_name: Name
 
 
 class CocoAnnotation(Strict):
-    id: int
-    image_id: int
+    id: _Id
+    image_id: _Id
     caption: Any = None  # checked per record by caption_text (its own one-line reasons)
 
 
@@ -92,7 +95,7 @@ def _typed(uri: str, doc: dict[str, Any], section: str, model: type, needs: str,
     out = []
     for i, raw in enumerate(doc[section]):
         try:
-            out.append((i, validate(raw, model, f"{uri} [{section}[{i}]]")))
+            out.append((i, validate(raw, model, uri, key=f"{section}[{i}]")))
         except SourceError as e:
             problems.append((e.where, f"{needs}: {e.reason}"))
     return out
