@@ -4,8 +4,9 @@ For each kind, hypothesis picks one file of the trimmed good input that the adve
 starts from (``make_corpus.build_clean``) and breaks it the way real files break: truncation, flipped
 bytes, a JSON value of another type, deep nesting, an inflated declared size (JSON numbers, a
 ``.npy`` header's shape), a malformed ``.npy`` header dict, an HDF5 node of another rank, type or
-kind, an Arrow/Parquet column of another type or with null rows, another text encoding, or a
-folder renamed with glob characters. The mutated copy is read the way the Beam job reads
+kind, an Arrow/Parquet column of another type or with null rows, a ``tf.train.Example`` feature
+re-typed, re-shaped or dropped (framing and CRCs valid), a tar member replaced, another text
+encoding, or a folder renamed with glob characters. The mutated copy is read the way the Beam job reads
 (``Source.read()``), in-process, under a per-example alarm (a hang fails) and an address-space
 limit (a blow-up fails), and the outcome must be one of:
 
@@ -43,7 +44,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent / "adversarial"))
-from make_corpus import build_clean  # noqa: E402
+from make_corpus import (  # noqa: E402
+    build_clean,
+    frame,
+    parse_example,
+    read_tfrecord,
+    serialize_example,
+    write_tfrecord,
+)
 
 from trajcorpus.errors import TrajcorpusError  # noqa: E402
 from trajcorpus.schemas.episode import Episode, Rejected  # noqa: E402
@@ -258,6 +266,60 @@ def mutate_arrow(path: Path, draw) -> None:
         w.write_table(table)
 
 
+def mutate_example(path: Path, draw) -> None:
+    """Re-type, re-shape or drop one feature of one tf.train.Example, with valid framing and CRCs
+    (so the reader sees exactly a wrong field, as a buggy exporter would write it)."""
+    records, gz = read_tfrecord(path)
+    if not records:
+        return
+    i = draw(st.integers(0, len(records) - 1))
+    ex = parse_example(records[i])
+    if not ex:
+        return
+    key = draw(st.sampled_from(sorted(ex)))
+    kind, values = ex[key]
+    n = len(values)
+    how = draw(st.sampled_from(("bytes", "float", "int64", "drop", "empty", "longer", "one")))
+    if how == "drop":
+        del ex[key]
+    elif how == "bytes":
+        ex[key] = ("bytes", [b"\xff\xfe" + str(v).encode() for v in list(values)[:max(n, 1)]])
+    elif how == "float":
+        ex[key] = ("float", np.resize(np.asarray([1.5, np.nan], np.float32), max(n, 1)))
+    elif how == "int64":
+        ex[key] = ("int64", np.resize(np.asarray([7, -1, 1 << 62], np.int64), max(n, 1)))
+    elif how == "empty":
+        ex[key] = (kind, [] if kind == "bytes" else np.zeros(0, np.float32 if kind == "float"
+                                                              else np.int64))
+    elif how == "longer":
+        ex[key] = (kind, list(values) * 2 if kind == "bytes" else np.concatenate([values] * 2))
+    else:
+        ex[key] = (kind, list(values)[:1] if kind == "bytes" else values[:1])
+    records[i] = serialize_example(ex)
+    write_tfrecord(path, [frame(r) for r in records], gz)
+
+
+def mutate_tar_member(path: Path, draw) -> None:
+    """Replace one tar member's bytes: empty, garbage, deep JSON, JSON of another type."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]
+    files = [i for i, (m, _) in enumerate(members) if m.isfile()]
+    if not files:
+        return
+    i = draw(st.sampled_from(files))
+    m, data = members[i]
+    data = draw(st.sampled_from((b"", b"\x00" * 100, b"[" * 100_000 + b"]" * 100_000,
+                                 b'{"caption": 5, "url": []}', b"[1, 2]", b'"x"', b"\xff\xfe",
+                                 data[: len(data) // 2])))
+    m.size = len(data)
+    members[i] = (m, data)
+    with tarfile.open(path, "w") as tar:
+        for info, blob in members:
+            tar.addfile(info, io.BytesIO(blob) if blob is not None else None)
+
+
 @st.composite
 def mutation(draw, files: list[str]) -> tuple[str, str, object]:
     """(relative file, operation name, parameter) — applied by :func:`apply`."""
@@ -271,6 +333,10 @@ def mutation(draw, files: list[str]) -> tuple[str, str, object]:
         ops += ["hdf5", "hdf5", "hdf5"]
     if rel.endswith((".arrow", ".parquet")):
         ops += ["arrow", "arrow", "arrow"]
+    if "tfrecord" in rel or "run_" in rel:
+        ops += ["example", "example", "example"]
+    if rel.endswith(".tar"):
+        ops += ["member", "member", "member"]
     op = draw(st.sampled_from(ops))
     if op == "truncate":
         return rel, op, draw(st.floats(0, 0.999))
@@ -303,6 +369,10 @@ def apply(root: Path, uri: str, rel: str, op: str, param) -> str:
         mutate_hdf5(path, param)
     elif op == "arrow":
         mutate_arrow(path, param)
+    elif op == "example":
+        mutate_example(path, param)
+    elif op == "member":
+        mutate_tar_member(path, param)
     elif op == "rename":
         target = root.parent / f"{root.name}{param}"
         root.rename(target)
@@ -318,7 +388,7 @@ def test_mutated_input_never_escapes(clean, kind, data):
     folder, uri, options, n_clean, n_rejected_clean = clean[kind]
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     rel, op, param = data.draw(mutation(files), label="mutation")
-    if op in ("json", "npy", "hdf5", "arrow"):
+    if op in ("json", "npy", "hdf5", "arrow", "example", "member"):
         param = data.draw  # the mutators draw their own choices
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         root = Path(tmp) / "in"
