@@ -108,6 +108,20 @@ def _parse_options(pairs: Sequence[str]) -> dict:
 
 
 def _cmd_episodes(args: argparse.Namespace) -> int:
+    """Readers turn bad input into one-line errors; anything else still ends as one line here
+    (naming the input and the exception type), with the traceback only under --debug."""
+    try:
+        return _list_episodes(args)
+    except (TrajcorpusError, BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001  (the last-resort boundary of `episodes`)
+        from .errors import one_line
+
+        raise TrajcorpusError(args.input, f"unexpected {type(e).__name__} while reading "
+                              f"{args.kind}: {one_line(e) or '(no message)'}") from e
+
+
+def _list_episodes(args: argparse.Namespace) -> int:
     from .sources import open_source
 
     src = open_source(args.kind, args.input, options=_parse_options(args.option))

@@ -6,7 +6,10 @@ Every error carries *where* (a file/URI, an offset, a key or field) and *why*; t
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "one_line",
     "TrajcorpusError",
     "SourceError",
     "EpisodeError",
@@ -16,10 +19,25 @@ __all__ = [
 ]
 
 
+_BREAK = re.compile(r"\s*[\r\n]+\s*")
+_MAX_MESSAGE = 1000
+
+
+def one_line(text: object, limit: int = _MAX_MESSAGE) -> str:
+    """``text`` with every line break (and the blanks around it) folded to one space.
+
+    Library texts quoted in a reason (an HDF5 error stack, a pyarrow schema dump, a pydantic
+    report) span lines; a message here is always one line, and bounded.
+    """
+    out = _BREAK.sub(" ", str(text)).strip()
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
 class TrajcorpusError(Exception):
     """Bad input or bad arguments: the CLI prints ``str(err)`` and exits with status 2."""
 
     def __init__(self, where: str, reason: str):
+        where, reason = one_line(where), one_line(reason)
         self.where = where
         self.reason = reason
         super().__init__(f"{where}: {reason}" if where else reason)

@@ -2,10 +2,16 @@
 
 Readers and writers never call ``open`` on a user path directly; they go through :func:`open_uri`
 so that local paths, ``gs://`` (gcsfs), ``memory://`` and anything else fsspec knows behave alike.
+
+Paths are literal: a user's folder may be called ``runs[1]`` or ``what?``. fsspec treats ``*?[``
+in a path as a glob pattern in ``glob``, ``rm``, ``copy`` and ``expand_path``; here a pattern is
+only ever matched against *names inside* a folder (:func:`glob_literal`), and removing or copying a
+path with such characters never goes through fsspec's pattern expansion.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Iterator
 from typing import IO, Any
@@ -13,7 +19,8 @@ from typing import IO, Any
 import fsspec
 
 __all__ = ["SCHEMES", "filesystem", "open_uri", "join", "exists", "listdir", "glob", "size",
-           "strip_scheme", "is_local", "local_path", "makedirs", "rename", "remove"]
+           "strip_scheme", "is_local", "local_path", "makedirs", "rename", "remove",
+           "glob_literal", "has_magic"]
 
 # scheme -> (fsspec protocol, extra storage options). gs:// honours STORAGE_EMULATOR_HOST, which the
 # test suite points at a local gcp-storage-emulator; gcsfs' gRPC probe is switched off because it
@@ -117,8 +124,25 @@ def listdir(uri: str) -> list[str]:
 
 
 def glob(pattern: str) -> list[str]:
+    """fsspec's glob: the *whole* argument is a pattern. Never pass a user's path through it;
+    use :func:`glob_literal`."""
     fs = filesystem(pattern)
     return sorted(_with_scheme(pattern, fs.glob(strip_scheme(pattern))))
+
+
+def has_magic(path: str) -> bool:
+    """Whether fsspec would read ``path`` as a glob pattern."""
+    return any(c in path for c in "*?[")
+
+
+def glob_literal(folder: str, pattern: str) -> list[str]:
+    """Full URIs of the entries directly in ``folder`` (taken literally, whatever characters its
+    name holds) whose *name* matches ``pattern``; [] when the folder does not exist."""
+    try:
+        entries = listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [p for p in entries if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pattern)]
 
 
 def walk_files(uri: str) -> Iterator[str]:
@@ -141,11 +165,23 @@ def rename(src: str, dst: str) -> None:
     if is_local(src):
         fs_.mv(strip_scheme(src), strip_scheme(dst))
         return
+    if has_magic(src) or has_magic(dst):  # copy() and rm() would expand the names as patterns
+        fs_.cp_file(strip_scheme(src), strip_scheme(dst))
+        fs_.rm_file(strip_scheme(src))
+        return
     fs_.copy(strip_scheme(src), strip_scheme(dst))
     fs_.rm(strip_scheme(src))
 
 
 def remove(uri: str) -> None:
+    """Delete ``uri`` (a file or a folder with everything below it), taken literally."""
     fs = filesystem(uri)
-    if fs.exists(strip_scheme(uri)):
-        fs.rm(strip_scheme(uri), recursive=True)
+    path = strip_scheme(uri)
+    if not fs.exists(path):
+        return
+    if is_local(uri) or not has_magic(path):  # the local rm never expands patterns
+        fs.rm(path, recursive=True)
+        return
+    for p in sorted(fs.find(path, withdirs=True), key=len, reverse=True) or [path]:
+        if fs.isfile(p):
+            fs.rm_file(p)

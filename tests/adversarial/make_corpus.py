@@ -1655,6 +1655,202 @@ def _(fx: Path, out: Path) -> Built:
     return _dqn(fx, out, _dqn_set("action", 1541, 2))
 
 
+# =================================================================================================
+# What a file declares about itself (issue 12): types, nesting, sizes, ids, names
+# =================================================================================================
+
+def _json_file(name: str, edit: Callable[[Any], Any]) -> tuple[str, Callable[[bytes], bytes]]:
+    return name, lambda data: json.dumps(edit(json.loads(data))).encode()
+
+
+def _first_split(edit: Callable[[dict], None]) -> Callable[[Any], Any]:
+    def go(info: Any) -> Any:
+        edit(info["splits"][0])
+        return info
+    return go
+
+
+@case("rlds-dataset-info-list", "rlds", "error",
+      r"dataset_info\.json \[<root>\]: Input should be a valid dictionary")
+def _(fx: Path, out: Path) -> Built:
+    """rlds: dataset_info.json is a JSON list holding the object"""
+    return _rlds(fx, out, edit_file=_json_file("dataset_info.json", lambda d: [d]))
+
+
+@case("rlds-shard-length-float", "rlds", "error",
+      r"dataset_info\.json \[splits\.0\.shardLengths\.0\]: ")
+def _(fx: Path, out: Path) -> Built:
+    """rlds: a shard length written as the string "4.0" (protobuf JSON writes int64 as "4")"""
+    return _rlds(fx, out, edit_file=_json_file(
+        "dataset_info.json", _first_split(lambda s: s.__setitem__("shardLengths", ["4.0"]))))
+
+
+@case("rlds-huge-declared-tensor", "rlds", "error",
+      r"features\.json \[steps/action\]: declared shape \[1099511627776\] of 4-byte values "
+      r"needs 4398046511104 bytes, above the limit")
+def _(fx: Path, out: Path) -> Built:
+    """rlds: features.json declares a 2^40-value action per step (4 TiB): no allocation"""
+    def edit(data: bytes) -> bytes:
+        doc = json.loads(data)
+        steps = doc["featuresDict"]["features"]["steps"]["sequence"]["feature"]
+        steps["featuresDict"]["features"]["action"]["tensor"]["shape"]["dimensions"] = \
+            [str(1 << 40)]
+        return json.dumps(doc).encode()
+    return _rlds(fx, out, edit_file=("features.json", edit))
+
+
+@case("rlds-empty-shard", "rlds", "error",
+      r"tfrecord-00000: empty TFRecord file: no records \(0 bytes\)")
+def _(fx: Path, out: Path) -> Built:
+    """rlds: the shard file is empty (0 bytes) while dataset_info.json declares 4 episodes"""
+    return _rlds(fx, out, edit_file=(RLDS_SHARD, lambda data: b""))
+
+
+@case("rlu-empty-shard", "rlu-atari", "error",
+      r"run_1-00000-of-00001: empty TFRecord file: no records \(0 bytes\)")
+def _(fx: Path, out: Path) -> Built:
+    """rlu-atari: the shard file is empty (0 bytes): the error names it, not an episode"""
+    built = _rlu(fx, out, edit_raw=lambda data: b"")
+    return Built(built.uri, {"layout": "episodes"})
+
+
+def _minari_meta(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def go(data: Path) -> None:
+        meta = json.loads((data / "metadata.json").read_text())
+        edit(meta)
+        (data / "metadata.json").write_text(json.dumps(meta))
+    return go
+
+
+def _string_shapes(meta: dict) -> None:
+    space = json.loads(meta["observation_space"])
+    space["shape"] = [str(d) for d in space["shape"]]
+    meta["observation_space"] = json.dumps(space)
+
+
+@case("minari-string-shapes", "minari", "error",
+      r"metadata\.json \[observation_space\.shape\.0\]: Input should be a valid integer")
+def _(fx: Path, out: Path) -> Built:
+    """minari: the observation space's shape is written as strings (["11"])"""
+    return _minari(fx, out, edit_path=_minari_meta(_string_shapes))
+
+
+@case("minari-deep-env-spec", "minari", "error",
+      r"metadata\.json \[env_spec\]: JSON nested deeper than the limit of 64 levels")
+def _(fx: Path, out: Path) -> Built:
+    """minari: env_spec is a JSON string nested 100,000 levels deep"""
+    return _minari(fx, out, edit_path=_minari_meta(
+        lambda m: m.__setitem__("env_spec", "[" * 100_000 + "]" * 100_000)))
+
+
+@case("minari-scalar-terminations", "minari", "quarantine",
+      r"main_data\.hdf5 \[episode_5/terminations\]: expected one value per step, got a scalar",
+      survivors=39)
+def _(fx: Path, out: Path) -> Built:
+    """minari: one episode's 'terminations' is a scalar, not one flag per step"""
+    return _minari(fx, out, edit=lambda f: _replace(f["episode_5"], "terminations",
+                                                    np.bool_(True)))
+
+
+@case("coco-duplicate-image-id", "coco-captions", "quarantine",
+      r"captions_train2017\.json \[annotation \d+\]: image_id 208838 is listed 2 times "
+      r"\(images\[0\], images\[20\]\)", survivors=24)
+def _(fx: Path, out: Path) -> Built:
+    """coco: images[] lists id 208838 twice with different files (its 2 captions are ambiguous)"""
+    def edit(d: dict) -> None:
+        d["images"].append({**d["images"][0], "file_name": d["images"][1]["file_name"]})
+    return _coco(fx, out, edit_json=edit)
+
+
+@case("coco-deep-nesting", "coco-captions", "error",
+      r"captions_train2017\.json: JSON nested deeper than the limit of 64 levels")
+def _(fx: Path, out: Path) -> Built:
+    """coco: a value of the annotation file is nested 100,000 levels deep"""
+    return _coco(fx, out, raw=lambda data: data.replace(
+        b'"annotations"', b'"deep": ' + b"[" * 100_000 + b"]" * 100_000 + b', "annotations"', 1))
+
+
+@case("i2d-member-json-deep", "img2dataset", "quarantine",
+      r"00000\.tar @ offset \d+ \[0000004\.json\]: JSON nested deeper than the limit",
+      survivors=9)
+def _(fx: Path, out: Path) -> Built:
+    """img2dataset: a sample's .json member is nested 100,000 levels deep"""
+    return _i2d(fx, out, lambda m: _set_member(m, "0000004.json",
+                                               b"[" * 100_000 + b"]" * 100_000))
+
+
+@case("i2d-duplicate-member", "img2dataset", "quarantine",
+      r"00000\.tar @ offset \d+ \[0000004\.jpg\]: member appears twice in one sample",
+      survivors=9)
+def _(fx: Path, out: Path) -> Built:
+    """img2dataset: sample 0000004 holds two .jpg members (the second is another photo)"""
+    def edit(members: list) -> None:
+        other = next(d for info, d in members if info.name == "0000006.jpg")
+        at = next(i for i, (info, _) in enumerate(members) if info.name == "0000004.jpg")
+        extra = tarfile.TarInfo("0000004.jpg")
+        extra.size = len(other)
+        members.insert(at + 1, (extra, other))
+    return _i2d(fx, out, edit)
+
+
+def _hf_metadata(value: bytes) -> Callable[[Any], Any]:
+    return lambda table: table.replace_schema_metadata({b"huggingface": value})
+
+
+@case("hf-metadata-list", "hf-image-parquet", "error",
+      r"train-00000-of-00001\.parquet \[huggingface\]: Input should be a valid dictionary")
+def _(fx: Path, out: Path) -> Built:
+    """hf-image-parquet: the 'huggingface' schema metadata is a JSON list"""
+    return _hf(fx, out, _hf_metadata(b'[{"info": {}}]'))
+
+
+@case("hf-metadata-not-utf8", "hf-image-parquet", "error",
+      r"train-00000-of-00001\.parquet \[huggingface\]: not UTF-8 \(byte 0xe9")
+def _(fx: Path, out: Path) -> Built:
+    """hf-image-parquet: the 'huggingface' schema metadata holds a Latin-1 byte"""
+    return _hf(fx, out, _hf_metadata(b'{"info": {"description": "caf\xe9"}}'))
+
+
+@case("hf-image-bytes-int", "hf-image-parquet", "error",
+      r"train-00000-of-00001\.parquet \[image\.bytes\]: image field 'bytes' must be binary")
+def _(fx: Path, out: Path) -> Built:
+    """hf-image-parquet: the Image struct's 'bytes' field is an int64"""
+    import pyarrow as pa
+
+    def edit(table: Any) -> Any:
+        t = pa.struct([("bytes", pa.int64()), ("path", pa.string())])
+        images = pa.array([{"bytes": i, "path": None} for i in range(table.num_rows)], t)
+        i = table.schema.get_field_index("image")
+        return table.set_column(i, "image", images).replace_schema_metadata(None)
+    return _hf(fx, out, edit)
+
+
+def _dqn_raw_header(field: str, header: str) -> Callable[[dict], None]:
+    """A .npy version 1.0 payload whose header dict is ``header`` verbatim (np.save would
+    refuse or rewrite it), followed by 64 zero bytes."""
+    text = header.encode("latin-1")
+    return _dqn_payload(field, b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+                        + bytes(64))
+
+
+@case("dqn-npy-dimension-overflow", "dqn-replay", "error",
+      DQN_FILE + r"\$store\$_reward_ckpt\.0\.gz @ offset 0: bad \.npy header: "
+      r"18446744073709551617 slots outside")
+def _(fx: Path, out: Path) -> Built:
+    """dqn-replay: the reward header declares 2^64+1 slots (beyond int64: numpy's parser fails)"""
+    return _dqn(fx, out, _dqn_raw_header(
+        "reward", "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551617,), }"))
+
+
+@case("dqn-npy-header-not-literal", "dqn-replay", "error",
+      DQN_FILE + r"\$store\$_action_ckpt\.0\.gz @ offset 0: bad \.npy header: header is not a "
+      r"Python literal")
+def _(fx: Path, out: Path) -> Built:
+    """dqn-replay: the action header holds an expression (2**70), not a literal"""
+    return _dqn(fx, out, _dqn_raw_header(
+        "action", "{'descr': '<i4', 'fortran_order': False, 'shape': (2**70,), }"))
+
+
 def build_clean(kind: str, dest: Path, variant: str = "", fixtures: Path = FIXTURES) -> Built:
     """The trimmed good input that the cases of ``kind`` (and ``variant``) break, unbroken."""
     makers: dict[tuple[str, str], Callable[[Path, Path], Built]] = {

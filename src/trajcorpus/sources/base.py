@@ -17,10 +17,14 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from ..errors import SourceError, TrajcorpusError
+from ..errors import SourceError, TrajcorpusError, one_line
 from ..schemas.episode import Episode, Rejected
 
-__all__ = ["Source", "Unit", "REGISTRY", "get_source", "open_source", "registered_kinds"]
+__all__ = ["Source", "Unit", "REGISTRY", "get_source", "open_source", "registered_kinds",
+           "unexpected", "UNEXPECTED"]
+
+# The mark of an exception only the last-resort boundary caught (tests look for it).
+UNEXPECTED = "a reader bug or unchecked input: please report it"
 
 REGISTRY: dict[str, type[Source]] = {}
 
@@ -91,19 +95,37 @@ class Source(abc.ABC):
     def reject(self, location: str, reason: str, kind: str = "episode",
                task: str = "") -> Rejected:
         """A quarantined input; pass ``task`` whenever the reader knows it (for the audit)."""
-        return Rejected(self.dataset, location, reason, kind, task)
+        return Rejected(self.dataset, one_line(location), one_line(reason), kind, task)
 
     def read(self) -> Iterator[Episode | Rejected]:
         """Every unit in order; a unit that fails as a whole becomes one Rejected(kind='unit')."""
-        for unit in self.units():
+        for unit in self.planned_units():
             yield from self.read_unit_safely(unit)
 
+    def planned_units(self) -> list[Unit]:
+        """``units()`` behind the same net: an unanticipated exception while planning is one
+        SourceError naming the input and the exception type (the cause stays chained)."""
+        try:
+            return self.units()
+        except TrajcorpusError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise unexpected(None, e, self.uri) from e
+
     def read_unit_safely(self, unit: Unit) -> Iterator[Episode | Rejected]:
+        """``read_unit`` behind the last-resort boundary: whatever goes wrong, a Rejected unit.
+
+        Each known class of bad input is refused at its cause with a TrajcorpusError; any other
+        exception is a reader bug or an unchecked input class, and still must not stop the job.
+        """
         try:
             yield from self.read_unit(unit)
         except TrajcorpusError as e:  # where = the file (and offset/key) the error names
             yield self.reject(e.where or unit.uri, e.reason, kind="unit",
                               task=unit.param("task", ""))
+        except Exception as e:  # noqa: BLE001  (the net under the per-class checks)
+            err = unexpected(unit, e)
+            yield self.reject(err.where, err.reason, kind="unit", task=unit.param("task", ""))
 
     def episodes(self, skipped: list[Rejected] | None = None) -> Iterator[Episode]:
         """Strict iteration (what ``trajcorpus episodes`` uses): the first bad input raises.
@@ -111,15 +133,29 @@ class Source(abc.ABC):
         A ``Rejected`` of kind "missing" is a failure the producer itself recorded (an
         img2dataset 404), not bad input: it is appended to ``skipped`` instead of raising.
         """
-        for unit in self.units():
-            for item in self.read_unit(unit):
-                if isinstance(item, Rejected):
-                    if item.kind == "missing":
-                        if skipped is not None:
-                            skipped.append(item)
-                        continue
-                    raise SourceError(item.location, item.reason)
-                yield item
+        for unit in self.planned_units():
+            try:
+                for item in self.read_unit(unit):
+                    if isinstance(item, Rejected):
+                        if item.kind == "missing":
+                            if skipped is not None:
+                                skipped.append(item)
+                            continue
+                        raise SourceError(item.location, item.reason)
+                    yield item
+            except TrajcorpusError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise unexpected(unit, e) from e
+
+
+def unexpected(unit: Unit | None, exc: BaseException, uri: str = "") -> SourceError:
+    """The one-line error for an exception no check anticipated, naming the unit's file and the
+    exception type (the traceback stays chained for ``--debug``)."""
+    where = unit.uri if unit is not None else uri
+    key = unit.key if unit is not None and unit.key != unit.uri else None
+    return SourceError(where or "<input>", f"unexpected {type(exc).__name__} while reading: "
+                       f"{one_line(exc) or '(no message)'} ({UNEXPECTED})", key=key)
 
 
 def registered_kinds() -> list[str]:

@@ -20,9 +20,10 @@ UTF-8 bytes inside the file reject only the captions that contain them (the file
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from .. import fs
 from ..errors import SourceError
@@ -36,10 +37,36 @@ from .imagecaption import (
     rejected,
     safe_relative_name,
 )
+from .metadata import Name, Strict, parse_json, validate
 
 __all__ = ["CocoCaptionsSource", "load_annotations"]
 
 MAX_ANNOTATION_BYTES = 2 * 1024 * 1024 * 1024  # the JSON is read whole; refuse absurd sizes
+
+
+_MAX_ENTRIES = 1 << 24  # 16 M images or captions per file (COCO train2017: 118 k / 591 k)
+
+
+class CocoDoc(Strict):
+    """The annotation file's top level; entries are typed one by one (one bad entry is one
+    quarantined record, not a lost file)."""
+
+    images: list[Any] = Field(max_length=_MAX_ENTRIES)
+    annotations: list[Any] = Field(max_length=_MAX_ENTRIES)
+
+
+_Id = Annotated[int, Field(ge=0, le=(1 << 63) - 1)]  # ids become the record's int64 order
+
+
+class CocoImage(Strict):
+    id: _Id
+    file_name: Name
+
+
+class CocoAnnotation(Strict):
+    id: _Id
+    image_id: _Id
+    caption: Any = None  # checked per record by caption_text (its own one-line reasons)
 
 
 def load_annotations(uri: str) -> dict[str, Any]:
@@ -51,43 +78,63 @@ def load_annotations(uri: str) -> dict[str, Any]:
         raise SourceError(uri, "annotation file not found") from None
     if len(data) > MAX_ANNOTATION_BYTES:
         raise SourceError(uri, f"annotation file larger than {MAX_ANNOTATION_BYTES} bytes")
-    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SourceError(uri, f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})",
-                          offset=e.pos) from None
+    doc = parse_json(data, uri, errors="surrogateescape")
     if not isinstance(doc, dict):
         raise SourceError(uri, "expected a JSON object with images and annotations")
     for key in ("images", "annotations"):
         if not isinstance(doc.get(key), list):
             raise SourceError(uri, "missing or not a list", key=key)
+    validate(doc, CocoDoc, uri)
     return doc
 
 
+def _typed(uri: str, doc: dict[str, Any], section: str, model: type, needs: str,
+           problems: list[tuple[str, str]]) -> list[tuple[int, Any]]:
+    """(index, typed entry) of ``doc[section]``; an entry that is not a ``model`` goes to
+    ``problems`` (one quarantined record) with the field and reason."""
+    out = []
+    for i, raw in enumerate(doc[section]):
+        try:
+            out.append((i, validate(raw, model, uri, key=f"{section}[{i}]")))
+        except SourceError as e:
+            problems.append((e.where, f"{needs}: {e.reason}"))
+    return out
+
+
 def _plan(uri: str, doc: dict[str, Any]) -> tuple[list[tuple[int, str, tuple]], list[tuple]]:
-    """(images sorted by id with their captions sorted by annotation id, problems)."""
-    files: dict[int, str] = {}
+    """(images sorted by id with their captions sorted by annotation id, problems).
+
+    An image id listed twice, or an annotation id used twice, is ambiguous (which file, which
+    caption?): every record involved is quarantined, never silently paired.
+    """
     problems: list[tuple[str, str]] = []
-    for i, img in enumerate(doc["images"]):
-        if not isinstance(img, dict) or not isinstance(img.get("id"), int) \
-                or not isinstance(img.get("file_name"), str):
-            problems.append((f"{uri} [images[{i}]]", "image entry needs an integer id and a "
-                             "file_name string"))
-            continue
-        files[img["id"]] = img["file_name"]
+    where_image: dict[int, list[int]] = {}
+    files: dict[int, str] = {}
+    for i, img in _typed(uri, doc, "images", CocoImage,
+                         "image entry needs an integer id and a file_name string", problems):
+        where_image.setdefault(img.id, []).append(i)
+        files[img.id] = img.file_name
+    dup_images = {k: v for k, v in where_image.items() if len(v) > 1}
+    anns = [a for _, a in _typed(uri, doc, "annotations", CocoAnnotation,
+                                 "annotation needs integer id and image_id", problems)]
+    ann_count: dict[int, int] = {}
+    for ann in anns:
+        ann_count[ann.id] = ann_count.get(ann.id, 0) + 1
     captions: dict[int, list[tuple[int, Any]]] = {}
-    for i, ann in enumerate(doc["annotations"]):
-        if not isinstance(ann, dict) or not isinstance(ann.get("id"), int) \
-                or not isinstance(ann.get("image_id"), int):
-            problems.append((f"{uri} [annotations[{i}]]", "annotation needs integer id and "
-                             "image_id"))
-            continue
-        if ann["image_id"] not in files:
-            problems.append((f"{uri} [annotation {ann['id']}]",
-                             f"references image_id {ann['image_id']}, which images[] lacks"))
-            continue
-        captions.setdefault(ann["image_id"], []).append((ann["id"], ann.get("caption")))
+    for ann in anns:
+        where = f"{uri} [annotation {ann.id}]"
+        if ann.image_id not in files:
+            problems.append((where, f"references image_id {ann.image_id}, which images[] lacks"))
+        elif ann.image_id in dup_images:
+            listed = ", ".join(f"images[{j}]" for j in dup_images[ann.image_id])
+            problems.append((where, f"image_id {ann.image_id} is listed {len(listed.split(','))}"
+                             f" times ({listed}): which image the caption belongs to is "
+                             "ambiguous"))
+        elif ann_count[ann.id] > 1:
+            problems.append((where, f"annotation id {ann.id} is used {ann_count[ann.id]} times: "
+                             "ids must be unique"))
+        else:
+            captions.setdefault(ann.image_id, []).append((ann.id, ann.caption))
     images = [(image_id, files[image_id], tuple(sorted(captions[image_id], key=lambda c: c[0])))
               for image_id in sorted(captions)]
     return images, problems
@@ -103,7 +150,7 @@ class CocoCaptionsSource(Source):
             ann_dir = self.uri.rsplit("/", 1)[0] if "/" in self.uri else "."
             root = ann_dir.rsplit("/", 1)[0] if "/" in ann_dir else "."
             return root, [self.uri]
-        files = fs.glob(fs.join(self.uri, "annotations", "captions_*.json"))
+        files = fs.glob_literal(fs.join(self.uri, "annotations"), "captions_*.json")
         if not files:
             raise SourceError(self.uri, "no annotations/captions_*.json found (expected a COCO "
                               "folder with annotations/ and image folders)")

@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from .. import fs
-from ..errors import SourceError
+from ..errors import SourceError, one_line
 from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
 from .h5file import open_h5, read_dataset
@@ -42,6 +42,7 @@ from .h5file import open_h5, read_dataset
 __all__ = ["D4RLSource"]
 
 _REQUIRED = ("observations", "actions", "rewards", "terminals")
+_MAX_NAME_BYTES = 1 << 16  # metadata/algorithm is a name
 _SCAN_ROWS = 65536  # rows read at a time when an episode runs past its unit
 
 
@@ -50,14 +51,15 @@ def _stem(uri: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
-def _algorithm(f: h5py.File) -> str:
+def _algorithm(uri: str, f: h5py.File) -> str:
     node = f.get("metadata/algorithm")
-    value: Any = node[()] if isinstance(node, h5py.Dataset) else f.attrs.get("algorithm")
+    value: Any = (read_dataset(uri, f, "metadata/algorithm", limit=_MAX_NAME_BYTES)
+                  if isinstance(node, h5py.Dataset) else f.attrs.get("algorithm"))
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(()).item()
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return str(value).strip() if value is not None else ""
+    return one_line(value)[:200] if value is not None else ""
 
 
 def _row_count(uri: str, f: h5py.File) -> int:
@@ -90,6 +92,9 @@ def _check_layout(uri: str, f: h5py.File, n: int) -> None:
     for key in ("rewards", "terminals", "timeouts"):
         if key in lengths and len(f[key].shape) != 1:
             raise SourceError(uri, f"expected shape [N], got {list(f[key].shape)}", key=key)
+    for key in lengths:
+        if f[key].dtype.kind not in "biuf":
+            raise SourceError(uri, f"expected numbers, got dtype {f[key].dtype}", key=key)
 
 
 def _done(uri: str, f: h5py.File, lo: int, hi: int) -> np.ndarray:
@@ -107,7 +112,7 @@ class D4RLSource(Source):
     def _files(self) -> list[str]:
         if self.uri.endswith((".hdf5", ".h5")):
             return [self.uri]
-        files = fs.glob(fs.join(self.uri, "*.hdf5")) + fs.glob(fs.join(self.uri, "*.h5"))
+        files = fs.glob_literal(self.uri, "*.hdf5") + fs.glob_literal(self.uri, "*.h5")
         if not files:
             raise SourceError(self.uri, "no .hdf5 file found (expected a D4RL file or a folder "
                               "of them)")
@@ -123,7 +128,7 @@ class D4RLSource(Source):
         for file_index, uri in enumerate(self._files()):
             with open_h5(uri) as f:
                 n = _row_count(uri, f)
-                algorithm = _algorithm(f)
+                algorithm = _algorithm(uri, f)
             stem = _stem(uri)
             fields = {"task": str(self.options.get("task") or stem),
                       "agent": algorithm or stem, "file": stem, "algorithm": algorithm}

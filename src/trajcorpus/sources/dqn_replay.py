@@ -43,6 +43,7 @@ of that file, so stitching into a regular log decompresses that file to its end.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -59,6 +60,7 @@ from .. import fs
 from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
+from .metadata import parse_npy_header, small_int
 
 __all__ = ["DqnReplaySource", "GzipNpyStream", "read_small_array"]
 
@@ -66,7 +68,7 @@ STORE_PREFIX = "$store$_"
 STORE_FIELDS = ("observation", "action", "reward", "terminal")
 PADDING = 3  # Dopamine's stack_size - 1 zero transitions before every episode
 FILE_RE = re.compile(
-    r"^(?:\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.(\d+)\.gz$"
+    r"^(?:\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.(\d{1,18})\.gz$"
 )
 MAX_CAPACITY = 1 << 24  # slots per checkpoint we accept (real data: 10^6); refuses header bombs
 MAX_FRAME_PIXELS = 1 << 20
@@ -128,7 +130,7 @@ class GzipNpyStream:
 
     def _where(self) -> str:
         if self.header_size and len(self.shape) >= 1 and self.shape[0]:
-            per = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
+            per = max(1, math.prod(self.shape[1:]) * self.dtype.itemsize)
             slot = (self.position - self.header_size) // per
             return f"uncompressed byte {self.position} (slot {slot} of {self.shape[0]})"
         return f"uncompressed byte {self.position}"
@@ -213,7 +215,7 @@ class GzipNpyStream:
                              f"{self._payload_size()} payload bytes expected")
 
     def _payload_size(self) -> int:
-        return self.header_size + int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return self.header_size + math.prod(self.shape) * self.dtype.itemsize
 
     def finish(self) -> None:
         """Check that the payload ends exactly with the gzip data (and so that its CRC is right)."""
@@ -226,38 +228,29 @@ class GzipNpyStream:
 
     # -- .npy header -------------------------------------------------------------------------------
     def read_header(self, dtype: np.dtype | type, ndim: int) -> tuple[int, ...]:
-        """Parse and check the .npy header (never unpickles); return the array shape."""
-        fmt = np.lib.format
-        try:
-            version = fmt.read_magic(self)
-            if version == (1, 0):
-                shape, fortran, got = fmt.read_array_header_1_0(self)
-            elif version == (2, 0):
-                shape, fortran, got = fmt.read_array_header_2_0(self)
-            else:
-                raise SourceError(self.uri, f"bad .npy header: unsupported format version {version}",
-                                  offset=0)
-        except ValueError as e:
-            raise SourceError(self.uri, f"bad .npy header: {e}", offset=0) from None
+        """Parse and check the .npy header (never unpickles); return the array shape.
+
+        The header goes through :func:`~trajcorpus.sources.metadata.parse_npy_header` (a bounded
+        literal with checked types), and the declared slot count and frame size are bounded
+        before anything is allocated.
+        """
+        h = parse_npy_header(self.read, self.uri, limit=None)  # bounded below
         want = np.dtype(dtype)
-        if got.hasobject:
-            raise SourceError(self.uri, f"bad .npy header: object dtype {got.str!r} refused "
-                              "(its payload is a pickle)", offset=0)
-        if fortran:
-            raise SourceError(self.uri, "bad .npy header: fortran_order=True is not what "
-                              "Dopamine writes", offset=0)
-        if got != want:
-            raise SourceError(self.uri, f"bad .npy header: dtype {got.str!r}, expected {want.str!r}",
-                              offset=0)
+        shape = h.shape
+
+        def fail(reason: str) -> SourceError:
+            return SourceError(self.uri, f"bad .npy header: {reason}", offset=0)
+
+        if h.fortran_order:
+            raise fail("fortran_order=True is not what Dopamine writes")
+        if h.dtype != want:
+            raise fail(f"dtype {h.dtype.str!r}, expected {want.str!r}")
         if len(shape) != ndim:
-            raise SourceError(self.uri, f"bad .npy header: shape {shape} has {len(shape)} "
-                              f"dimensions, expected {ndim}", offset=0)
+            raise fail(f"shape {shape} has {len(shape)} dimensions, expected {ndim}")
         if ndim and not 0 < shape[0] <= MAX_CAPACITY:
-            raise SourceError(self.uri, f"bad .npy header: {shape[0]} slots outside "
-                              f"[1, {MAX_CAPACITY}]", offset=0)
-        if int(np.prod(shape[1:], dtype=np.int64)) > MAX_FRAME_PIXELS:
-            raise SourceError(self.uri, f"bad .npy header: shape {shape} too large per slot",
-                              offset=0)
+            raise fail(f"{shape[0]} slots outside [1, {MAX_CAPACITY}]")
+        if math.prod(shape[1:]) > MAX_FRAME_PIXELS:
+            raise fail(f"shape {shape} too large per slot")
         self.shape, self.dtype, self.header_size = tuple(shape), want, self.position
         return self.shape
 
@@ -357,7 +350,7 @@ def _collect(uri: str, capacity: int, frame_shape: tuple[int, int], parts: Seque
     requests = sorted((first, count, off, i) for i, p in enumerate(parts)
                       for first, count, off in _runs(p.slots))
     remaining = [len(p.slots) for p in parts]
-    frame_bytes = int(np.prod(frame_shape))
+    frame_bytes = math.prod(frame_shape)
     with GzipNpyStream(uri) as z:
         shape = z.read_header(np.uint8, 3)
         if shape != (capacity, *frame_shape):
@@ -725,7 +718,8 @@ def _name(uri: str) -> str:
 
 
 def _natural(name: str) -> tuple[int, str]:
-    return (int(name), "") if name.isdigit() else (1 << 62, name)
+    n = small_int(name)
+    return (n, "") if n is not None else (1 << 62, name)
 
 
 class DqnReplaySource(Source):

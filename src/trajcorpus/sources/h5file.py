@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import fs
 from ..errors import SourceError
+from .metadata import MAX_DECLARED_BYTES, declared_nbytes
 
 __all__ = ["open_h5", "read_dataset"]
 
@@ -58,8 +59,20 @@ def open_h5(uri: str) -> Iterator[h5py.File]:
             handle.close()
 
 
-def read_dataset(uri: str, node: h5py.Group, name: str, sel: slice | tuple = ()) -> np.ndarray:
-    """``node[name][sel]`` with a SourceError naming the key when it is missing or unreadable."""
+def _selected_shape(shape: tuple[int, ...], sel: slice | tuple) -> tuple[int, ...]:
+    """The shape ``sel`` (``()`` or a slice of the first axis) picks out of ``shape``."""
+    if isinstance(sel, slice) and shape:
+        return (len(range(*sel.indices(shape[0]))), *shape[1:])
+    return shape
+
+
+def read_dataset(uri: str, node: h5py.Group, name: str, sel: slice | tuple = (),
+                 limit: int = MAX_DECLARED_BYTES) -> np.ndarray:
+    """``node[name][sel]`` with a SourceError naming the key when it is missing or unreadable.
+
+    The selection's declared size is bounded by ``limit`` before h5py allocates it: a chunked
+    dataset can declare any shape while its file holds almost nothing.
+    """
     key = f"{node.name.strip('/')}/{name}".strip("/")
     obj = node.get(name)
     if obj is None:
@@ -67,6 +80,11 @@ def read_dataset(uri: str, node: h5py.Group, name: str, sel: slice | tuple = ())
     if not isinstance(obj, h5py.Dataset):
         raise SourceError(uri, f"expected a dataset, found a {type(obj).__name__}", key=key)
     try:
-        return obj[sel]
+        shape, itemsize = tuple(obj.shape or ()), obj.dtype.itemsize
     except (OSError, ValueError, TypeError) as e:
+        raise SourceError(uri, f"cannot read: {e}", key=key) from None
+    declared_nbytes(_selected_shape(shape, sel), itemsize, uri, key=key, limit=limit)
+    try:
+        return obj[sel]
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
         raise SourceError(uri, f"cannot read: {e}", key=key) from None

@@ -22,7 +22,6 @@ only its row.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +34,7 @@ from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
 from .imagecaption import MAX_IMAGE_BYTES, caption_episode, caption_text, load_image, rejected
+from .metadata import Name, Strict, parse_json, validate
 
 __all__ = ["HFImageParquetSource", "feature_columns"]
 
@@ -46,8 +46,37 @@ def _norm(uri: str) -> str:
     return fs.local_path(uri) if fs.is_local(uri) else fs.strip_scheme(uri)
 
 
+class _HfInfo(Strict):
+    features: dict[Name, Any] | None = None
+
+
+class HfMetadata(Strict):
+    """The schema metadata key ``huggingface``: ``{"info": {"features": {...}}}``."""
+
+    info: _HfInfo | None = None
+
+
+def _binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def _string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def _is_image_struct(t: pa.DataType) -> bool:
     return pa.types.is_struct(t) and t.get_field_index("bytes") >= 0
+
+
+def _check_image_type(t: pa.DataType, uri: str, column: str) -> None:
+    """The datasets Image struct: ``bytes`` binary, ``path`` (if any) text; anything else lies."""
+    if not _is_image_struct(t):
+        raise SourceError(uri, f"expected struct<bytes, path>, got {t}", key=column)
+    for name, ok, want in (("bytes", _binary, "binary"), ("path", _string, "string")):
+        i = t.get_field_index(name)
+        if i >= 0 and not (ok(t.field(i).type) or pa.types.is_null(t.field(i).type)):
+            raise SourceError(uri, f"image field '{name}' must be {want}, got {t.field(i).type}",
+                              key=f"{column}.{name}")
 
 
 def feature_columns(schema: pa.Schema, uri: str, image_column: str | None = None,
@@ -56,11 +85,9 @@ def feature_columns(schema: pa.Schema, uri: str, image_column: str | None = None
     features: dict[str, Any] = {}
     raw = (schema.metadata or {}).get(b"huggingface")
     if raw:
-        try:
-            features = json.loads(raw).get("info", {}).get("features", {}) or {}
-        except (json.JSONDecodeError, AttributeError) as e:
-            raise SourceError(uri, f"schema metadata 'huggingface' is not valid JSON: {e}",
-                              key="huggingface") from None
+        meta = validate(parse_json(raw, uri, key="huggingface", what="'huggingface' metadata"),
+                        HfMetadata, uri, key="huggingface")
+        features = (meta.info.features if meta.info else None) or {}
     if not image_column:
         image_column = next((n for n, f in features.items()
                              if isinstance(f, dict) and f.get("_type") == "Image"), None) \
@@ -69,8 +96,7 @@ def feature_columns(schema: pa.Schema, uri: str, image_column: str | None = None
         caption_column = next((n for n, f in features.items()
                                if isinstance(f, dict) and f.get("_type") == "Value"
                                and f.get("dtype") in ("string", "large_string")), None) \
-            or next((f.name for f in schema
-                     if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)), None)
+            or next((f.name for f in schema if _string(f.type)), None)
     names = schema.names
     if not image_column or image_column not in names:
         raise SourceError(uri, f"no image column {image_column or ''!r} (columns: {names}; set "
@@ -78,9 +104,13 @@ def feature_columns(schema: pa.Schema, uri: str, image_column: str | None = None
     if not caption_column or caption_column not in names:
         raise SourceError(uri, f"no caption column {caption_column or ''!r} (columns: {names}; "
                           "set option caption_column)", key="caption_column")
-    if not _is_image_struct(schema.field(image_column).type):
-        raise SourceError(uri, f"expected struct<bytes, path>, got {schema.field(image_column).type}",
-                          key=image_column)
+    for column in (image_column, caption_column):
+        if len(schema.get_all_field_indices(column)) != 1:
+            raise SourceError(uri, "column name appears more than once in the schema", key=column)
+    _check_image_type(schema.field(image_column).type, uri, image_column)
+    t = schema.field(caption_column).type
+    if not (_string(t) or _binary(t) or pa.types.is_null(t)):
+        raise SourceError(uri, f"caption column must hold text, got {t}", key=caption_column)
     return image_column, caption_column
 
 

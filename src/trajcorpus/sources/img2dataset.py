@@ -23,13 +23,12 @@ of the input list). The caption is ``KEY.txt``, or the ``caption`` of ``KEY.json
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import tarfile
 from collections.abc import Iterator
-from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import fs
@@ -44,11 +43,22 @@ from .imagecaption import (
     rejected,
     safe_relative_name,
 )
+from .metadata import Strict, Text, parse_json, small_int, validate
 
 __all__ = ["Img2DatasetSource", "IMAGE_EXTENSIONS", "split_member_name"]
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-_SHARD = re.compile(r"^(\d+)\.(tar|parquet)$")
+_STATUS_COLUMNS = ("key", "status", "error_message")
+_USED = (*IMAGE_EXTENSIONS, "txt", "json")  # the members a record is made of; others stay unread
+_TWICE = "\0twice"  # marks a sample with a repeated member (not a possible extension)
+
+
+class MemberMeta(Strict):
+    """A sample's ``KEY.json`` (img2dataset writes url, caption, status, sizes, ...)."""
+
+    url: Text | None = None
+    caption: Text | None = None
+_SHARD = re.compile(r"^(\d{1,18})\.(tar|parquet)$")
 
 
 def split_member_name(name: str) -> tuple[str, str] | None:
@@ -68,7 +78,7 @@ class Img2DatasetSource(Source):
 
     def units(self) -> list[Unit]:
         shards: dict[str, dict[str, str]] = {}
-        for uri in fs.glob(fs.join(self.uri, "*.tar")) + fs.glob(fs.join(self.uri, "*.parquet")):
+        for uri in fs.glob_literal(self.uri, "*.tar") + fs.glob_literal(self.uri, "*.parquet"):
             m = _SHARD.match(uri.rsplit("/", 1)[-1])
             if m:
                 shards.setdefault(m.group(1), {})[m.group(2)] = uri
@@ -106,14 +116,25 @@ class Img2DatasetSource(Source):
             return {}
         try:
             with fs.open_uri(uri, "rb", cache_type="blockcache") as f:
-                table = pq.read_table(f, columns=["key", "status", "error_message"])
-        except (OSError, ValueError) as e:
+                table = pq.read_table(f, columns=list(_STATUS_COLUMNS))
+        except (OSError, ValueError, pa.ArrowException) as e:
             raise SourceError(uri, f"cannot read the shard's parquet: {e}") from None
-        out = {}
+        for name in _STATUS_COLUMNS:
+            t = table.schema.field(name).type
+            if not (pa.types.is_string(t) or pa.types.is_large_string(t)
+                    or (name == "error_message" and pa.types.is_null(t))):
+                raise SourceError(uri, f"column must hold text, got {t}", key=name)
+        nulls = {c: table.column(c).null_count for c in ("key", "status")}
+        if any(nulls.values()):
+            bad = next(c for c, n in nulls.items() if n)
+            raise SourceError(uri, f"{nulls[bad]} null values", key=bad)
+        out: dict[str, tuple[bool, str]] = {}
         for key, status, message in zip(*(table.column(c).to_pylist()
-                                          for c in ("key", "status", "error_message")), strict=True):
+                                          for c in _STATUS_COLUMNS), strict=True):
+            if key in out:
+                raise SourceError(uri, "key listed twice: its status is ambiguous", key=key)
             ok = status == "success"
-            out[str(key)] = (ok, f"{status}: {message}" if message else str(status))
+            out[key] = (ok, f"{status}: {message}" if message else status)
         return out
 
     def _samples(self, unit: Unit, seen: set[str]) -> Iterator[Episode | Rejected]:
@@ -151,7 +172,9 @@ class Img2DatasetSource(Source):
                         if current is not None:
                             yield self._record(unit, current, members, seen)
                         current, members = key, {}
-                    f = tar.extractfile(m)
+                    if ext in members:  # two KEY.jpg: which one is the image? never choose
+                        members[_TWICE] = (ext.encode(), m.offset)
+                    f = tar.extractfile(m) if ext in _USED else None  # others: never read
                     members[ext] = (f.read() if f is not None else b"", m.offset)
                 if current is not None:
                     yield self._record(unit, current, members, seen)
@@ -165,34 +188,37 @@ class Img2DatasetSource(Source):
             return self.reject(f"{uri} [{key}]", "duplicate sample key (members of one sample "
                                "must be adjacent in a webdataset tar)", task=task)
         seen.add(key)
+        if _TWICE in members:
+            ext, offset = members[_TWICE]
+            return self.reject(f"{uri} @ offset {offset} [{key}.{ext.decode()}]", "member appears "
+                               "twice in one sample: which one belongs to it is ambiguous",
+                               task=task)
         image_ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
         if image_ext is None:
             return self.reject(f"{uri} [{key}]", "sample has no image member "
                                f"(.{'/.'.join(IMAGE_EXTENSIONS)}); members: {sorted(members)}",
                                task=task)
-        meta: dict[str, Any] = {}
-        if "json" in members:
-            try:
-                meta = json.loads(members["json"][0])
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                return self.reject(f"{uri} @ offset {members['json'][1]} [{key}.json]",
-                                   f"not valid JSON: {e}", task=task)
-            if not isinstance(meta, dict):
-                meta = {}
+        meta = MemberMeta()
         try:
+            if "json" in members:
+                where = f"{uri} @ offset {members['json'][1]}"
+                meta = validate(parse_json(members["json"][0], where, key=f"{key}.json"),
+                                MemberMeta, where, key=f"{key}.json")
             if "txt" in members:
                 caption = caption_text(members["txt"][0], f"{uri} @ offset {members['txt'][1]}",
                                        f"{key}.txt")
             else:
-                caption = caption_text(meta.get("caption"), uri, f"{key}.json caption")
+                caption = caption_text(meta.caption, uri, f"{key}.json caption")
             data, offset = members[image_ext]
             image = load_image(data, uri, key=f"{key}.{image_ext}", offset=offset)
         except SourceError as e:
             return rejected(self.dataset, e, task)
-        order_key = int(key) if key.isdigit() else len(seen) - 1
+        order_key = small_int(key)
+        if order_key is None:
+            order_key = len(seen) - 1
         episode = caption_episode(
             dataset=self.dataset, task=task, agent=unit.param("agent"), episode_id=key,
             order=(unit.param("shard"), order_key), image=image, caption=caption,
-            source={"uri": uri, "key": key, "offset": offset, "url": meta.get("url"),
+            source={"uri": uri, "key": key, "offset": offset, "url": meta.url,
                     "parquet": unit.param("parquet") or None})
         return self.checked(episode, f"{uri} [{key}]")

@@ -38,25 +38,59 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
+from pydantic import Field
 
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
 from .h5file import open_h5, read_dataset
+from .metadata import (
+    Name,
+    Strict,
+    Text,
+    declared_nbytes,
+    load_json,
+    parse_json,
+    small_int,
+    validate,
+)
 
 __all__ = ["MinariSource", "Leaf", "space_leaves", "leaf_kind"]
 
-_EPISODE_GROUP = re.compile(r"^episode_(\d+)$")
-_ARROW_PART = re.compile(r"^part-(\d+)\.arrow$")
+_EPISODE_GROUP = re.compile(r"^episode_(\d{1,18})$")  # bounded: int() of 5,000 digits fails
+_ARROW_PART = re.compile(r"^part-(\d{1,18})\.arrow$")
 _MAX_DEPTH = 5
 _STEP_KEYS = ("actions", "rewards", "terminations", "truncations")
+
+
+class Space(Strict):
+    """A serialised gymnasium space, as Minari writes it (only what the reader uses is typed)."""
+
+    type: Name
+    dtype: Name | None = None
+    shape: list[Annotated[int, Field(ge=0, le=1 << 31)]] | None = Field(None, max_length=32)
+    subspaces: dict[Name, Space] | list[Space] | None = None
+
+
+class EnvSpec(Strict):
+    id: Name | None = None
+
+
+class MinariMetadata(Strict):
+    """``data/metadata.json``: the spaces and env_spec are JSON strings (or, leniently, objects)."""
+
+    observation_space: Text | dict[str, Any] | None = None
+    action_space: Text | dict[str, Any] | None = None
+    env_spec: Text | dict[str, Any] | None = None
+    data_format: Name | None = None
+    dataset_id: Name | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +130,11 @@ def leaf_kind(space: Mapping[str, Any], where: str) -> str:
     if kind == "Discrete":
         return "discrete"
     if kind == "Box":
+        if space.get("dtype") is None or space.get("shape") is None:
+            raise SourceError(where, "a Box space needs dtype and shape")
         dtype = np.dtype(space["dtype"])
         shape = tuple(space["shape"])
+        declared_nbytes(shape, dtype.itemsize, where, key="shape")
         if dtype == np.uint8 and (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))):
             return "image"
         if dtype.kind == "f":
@@ -109,7 +146,9 @@ def leaf_kind(space: Mapping[str, Any], where: str) -> str:
 
 def _shape_leaf(arr: np.ndarray, space: Mapping[str, Any], uri: str, key: str) -> np.ndarray:
     """Give a raw leaf array (rows first) the shape and dtype its space declares."""
-    rows = arr.shape[0] if arr.ndim else 0
+    if arr.ndim == 0:
+        raise SourceError(uri, f"expected one row per step, got a scalar ({arr.dtype})", key=key)
+    rows = arr.shape[0]
     kind = space.get("type")
     if kind == "Text":
         out = np.empty(rows, dtype=object)
@@ -147,6 +186,9 @@ def _actions(arr: np.ndarray, space: Mapping[str, Any], uri: str, key: str
 
 def _arrow_values(col: pa.Array, uri: str, key: str) -> np.ndarray:
     """An Arrow column (primitive, string or fixed-size list of primitives) -> rows-first array."""
+    if col.null_count:
+        raise SourceError(uri, f"{col.null_count} null values (first at row "
+                          f"{col.is_null().index(True).as_py()})", key=key)
     if pa.types.is_fixed_size_list(col.type):
         flat = col.flatten()
         if pa.types.is_nested(flat.type):
@@ -156,10 +198,8 @@ def _arrow_values(col: pa.Array, uri: str, key: str) -> np.ndarray:
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) \
             or pa.types.is_binary(col.type):
         return np.array(col.to_pylist(), dtype=object)
-    if pa.types.is_nested(col.type):
+    if pa.types.is_nested(col.type) or pa.types.is_dictionary(col.type):
         raise SourceError(uri, f"unexpected column type {col.type}", key=key)
-    if col.null_count:
-        raise SourceError(uri, f"{col.null_count} null values", key=key)
     return col.to_numpy(zero_copy_only=False)
 
 
@@ -228,17 +268,11 @@ class MinariSource(Source):
         if not fs.exists(uri):
             raise SourceError(uri, "missing Minari metadata file data/metadata.json (it names the "
                               "back-end and the observation/action spaces)")
-        try:
-            with fs.open_uri(uri, "rb", cache_type="readahead") as f:
-                raw = json.loads(f.read())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SourceError(uri, f"not valid JSON: {e}") from None
-        if not isinstance(raw, dict):
-            raise SourceError(uri, "expected a JSON object")
-        obs_space = _json_field(raw, "observation_space", uri)
-        act_space = _json_field(raw, "action_space", uri)
-        env_id = _env_id(raw.get("env_spec"), uri)
-        backend = str(raw.get("data_format") or "hdf5")
+        raw = load_json(uri, MinariMetadata, what="Minari metadata")
+        obs_space = _json_field(raw.observation_space, "observation_space", uri)
+        act_space = _json_field(raw.action_space, "action_space", uri)
+        env_id = _env_id(raw.env_spec, uri)
+        backend = raw.data_format or "hdf5"
         if backend not in ("hdf5", "arrow"):
             raise SourceError(uri, f"data_format {backend!r} is not supported (hdf5, arrow)",
                               key="data_format")
@@ -253,7 +287,7 @@ class MinariSource(Source):
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SourceError(uri, f"malformed space description: {type(e).__name__}: {e}",
                               key="observation_space/action_space") from None
-        dataset_id = str(raw.get("dataset_id") or fs.strip_scheme(folder).rstrip("/"))
+        dataset_id = raw.dataset_id or fs.strip_scheme(folder).rstrip("/")
         meta = _Meta(uri, dataset_id, env_id, backend, leaves, kinds, act_space)
         self._meta_cache[folder] = meta
         return meta
@@ -275,7 +309,7 @@ class MinariSource(Source):
         for path in fs.walk_files(data_dir):
             segs = path.rstrip("/").rsplit("/", 2)[-2:]
             m = _ARROW_PART.match(segs[-1]) if len(segs) == 2 else None
-            if m and segs[0].isdigit():
+            if m and small_int(segs[0]) is not None:
                 parts.setdefault(int(segs[0]), []).append((int(m.group(1)), segs[1]))
         return [(eid, tuple(name for _, name in sorted(parts[eid]))) for eid in sorted(parts)]
 
@@ -322,6 +356,9 @@ class MinariSource(Source):
         obs = {}
         for leaf in meta.obs_leaves:
             node, path = obs_node, f"{key}/observations"
+            if leaf.h5_path and not isinstance(obs_node, h5py.Group):
+                raise SourceError(uri, "expected a group for a Dict/Tuple observation space, "
+                                  "found a dataset", key=path)
             for seg in leaf.h5_path[:-1]:
                 node, path = node.get(seg), f"{path}/{seg}"
                 if not isinstance(node, h5py.Group):
@@ -344,12 +381,12 @@ class MinariSource(Source):
                 data = f.read()
             try:
                 tables.append(ipc.open_file(pa.BufferReader(data)).read_all())
-            except (pa.ArrowInvalid, OSError) as e:
+            except (pa.ArrowException, OSError) as e:
                 raise SourceError(uri, f"not an Arrow IPC file: {e}") from None
         uri = uris[0]
         try:
             table = pa.concat_tables(tables)
-        except pa.ArrowInvalid as e:
+        except pa.ArrowException as e:
             raise SourceError(uri, f"parts of episode {eid} do not share a schema: {e}") from None
         cols = {}
         for name in ("observations",) + _STEP_KEYS:
@@ -364,6 +401,8 @@ class MinariSource(Source):
                 path = f"{path}/{field}"
                 if not pa.types.is_struct(col.type) or col.type.get_field_index(field) < 0:
                     raise SourceError(uri, "missing struct field", key=path)
+                if col.null_count:
+                    raise SourceError(uri, f"{col.null_count} null rows", key=path)
                 col = col.field(field)
             obs[leaf.name] = _shape_leaf(_arrow_values(col, uri, path), leaf.space, uri, path)
         source = {"uri": uri, "dataset_id": meta.dataset_id, "backend": "arrow",
@@ -385,6 +424,9 @@ class MinariSource(Source):
             raise SourceError(uri, "empty episode (0 steps)", key=f"{prefix}rewards")
         rows = n + (1 if padded else 0)
         for name in ("actions", "terminations", "truncations"):
+            if steps[name].ndim == 0:
+                raise SourceError(uri, f"expected one value per step, got a scalar "
+                                  f"({steps[name].dtype})", key=f"{prefix}{name}")
             if steps[name].shape[0] != rows:
                 raise SourceError(uri, f"has {steps[name].shape[0]} steps but rewards has {rows}",
                                   key=f"{prefix}{name}")
@@ -405,32 +447,25 @@ def _first_id(item: Any) -> int:
     return int(item[0] if isinstance(item, tuple) else item)
 
 
-def _json_field(raw: Mapping[str, Any], name: str, uri: str) -> dict[str, Any]:
-    value = raw.get(name)
+def _json_field(value: str | dict[str, Any] | None, name: str, uri: str) -> dict[str, Any]:
+    """A space description (a JSON string inside metadata.json), typed and bounded."""
     if value is None:
         raise SourceError(uri, "missing field", key=name)
-    try:
-        parsed = json.loads(value) if isinstance(value, str) else value
-    except json.JSONDecodeError as e:
-        raise SourceError(uri, f"not a JSON space description: {e}", key=name) from None
-    if not isinstance(parsed, dict) or "type" not in parsed:
-        raise SourceError(uri, "not a serialised gymnasium space", key=name)
+    parsed = (parse_json(value, uri, key=name, what="space description")
+              if isinstance(value, str) else value)
+    validate(parsed, Space, uri, key=name)
     return parsed
 
 
-def _env_id(env_spec: Any, uri: str) -> str:
+def _env_id(env_spec: str | dict[str, Any] | None, uri: str) -> str:
     """The gymnasium id inside ``env_spec`` (a JSON string, or null for datasets without an env)."""
     if not env_spec:
         return ""
-    try:
-        spec = json.loads(env_spec) if isinstance(env_spec, str) else env_spec
-    except json.JSONDecodeError as e:
-        raise SourceError(uri, f"not a JSON environment spec: {e}", key="env_spec") from None
+    spec = (parse_json(env_spec, uri, key="env_spec", what="environment spec")
+            if isinstance(env_spec, str) else env_spec)
     if spec is None:
         return ""
-    if not isinstance(spec, dict):
-        raise SourceError(uri, "expected a JSON object", key="env_spec")
-    return str(spec.get("id") or "")
+    return validate(spec, EnvSpec, uri, key="env_spec").id or ""
 
 
 def _subdirs(uri: str) -> list[str]:

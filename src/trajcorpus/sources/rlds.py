@@ -46,18 +46,21 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
-import json
+import math
 import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from .. import fs
 from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
+from .imagecaption import safe_relative_name
 from .imagecodec import decode_image
+from .metadata import Name, Strict, Text, declared_nbytes, digits, load_json, validate
 from .tfrecord import DEFAULT_MAX_RECORD_BYTES, Record, iter_records, parse_example
 
 __all__ = ["RldsSource", "Leaf", "flatten_features", "decode_leaf", "shard_names"]
@@ -74,6 +77,66 @@ _IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 _METADATA_VALUES = 64  # array-valued episode metadata up to this size is kept in the lineage
 
 
+# -- the two documents, typed (TFDS writes int64 fields as decimal strings) -----------------------
+
+_Dim = digits(ge=-1)  # -1: unknown; the product is bounded by declared_nbytes
+
+
+class _Shape(Strict):
+    dimensions: list[_Dim] = Field(default_factory=list, max_length=32)
+
+
+class _Tensor(Strict):
+    dtype: Name = ""
+    shape: _Shape | None = None
+    encoding: Name | None = None
+
+
+class _Image(Strict):
+    dtype: Name | None = None
+    shape: _Shape | None = None
+
+
+class _FeaturesDict(Strict):
+    features: dict[Name, FeatureNode] | None = None
+
+
+class _Sequence(Strict):
+    feature: FeatureNode | None = None
+
+
+class FeatureNode(Strict):
+    """One node of features.json (a TFDS FeatureConnector's JSON form)."""
+
+    featuresDict: _FeaturesDict | None = None  # noqa: N815  (TFDS's key names)
+    sequence: _Sequence | None = None
+    image: _Image | None = None
+    text: dict[str, Any] | None = None
+    classLabel: dict[str, Any] | None = None  # noqa: N815
+    tensor: _Tensor | None = None
+    pythonClassName: Name | None = None  # noqa: N815
+    description: Text | None = None
+
+
+_FeaturesDict.model_rebuild()
+_Sequence.model_rebuild()
+
+
+class _Split(Strict):
+    name: Name
+    shardLengths: list[digits()] = Field(default_factory=list, max_length=1 << 20)  # noqa: N815
+    filepathTemplate: Name | None = None  # noqa: N815
+
+
+class DatasetInfo(Strict):
+    """dataset_info.json: what units() needs."""
+
+    name: Name | None = None
+    version: Name | None = None
+    fileFormat: Name | None = None  # noqa: N815
+    splits: list[_Split] = Field(default_factory=list, max_length=4096)
+
+
 @dataclasses.dataclass(frozen=True)
 class Leaf:
     """One flat feature of features.json."""
@@ -88,7 +151,7 @@ class Leaf:
     @property
     def size(self) -> int | None:
         """Values per step (or per episode), None when the shape is not fully known."""
-        return None if any(d < 0 for d in self.shape) else int(np.prod(self.shape, dtype=np.int64))
+        return None if any(d < 0 for d in self.shape) else math.prod(self.shape)
 
 
 def flatten_features(node: Mapping[str, Any], where: str, prefix: str = "",
@@ -101,16 +164,19 @@ def flatten_features(node: Mapping[str, Any], where: str, prefix: str = "",
 
     if not isinstance(node, Mapping):
         raise fail(f"expected a feature object, got {type(node).__name__}")
+    if prefix == "":
+        validate(node, FeatureNode, where)
     if "featuresDict" in node:
-        for name, child in (node["featuresDict"].get("features") or {}).items():
+        for name, child in ((node["featuresDict"] or {}).get("features") or {}).items():
             out.update(flatten_features(child, where, f"{prefix}/{name}" if prefix else name,
                                         in_sequence))
     elif "sequence" in node:
         if in_sequence:
             raise fail("a sequence inside a sequence is not supported")
-        out.update(flatten_features(node["sequence"].get("feature", {}), where, prefix, True))
+        out.update(flatten_features((node["sequence"] or {}).get("feature") or {}, where, prefix,
+                                    True))
     elif "image" in node:
-        info = node["image"]
+        info = node["image"] or {}
         out[prefix] = Leaf(prefix, "image", info.get("dtype", "uint8"), _dims(info, fail),
                            in_sequence=in_sequence)
     elif "text" in node:
@@ -118,14 +184,16 @@ def flatten_features(node: Mapping[str, Any], where: str, prefix: str = "",
     elif "classLabel" in node:
         out[prefix] = Leaf(prefix, "tensor", "int64", (), in_sequence=in_sequence)
     elif "tensor" in node:
-        info = node["tensor"]
+        info = node["tensor"] or {}
         dtype = str(info.get("dtype", ""))
         if dtype != "string":
             try:
-                np.dtype(dtype)
-            except TypeError:
+                kind = np.dtype(dtype).kind
+            except (TypeError, ValueError):
                 raise fail(f"unknown tensor dtype {dtype!r}") from None
-        encoding = str(info.get("encoding", "none")).lower()
+            if kind not in "biufc":
+                raise fail(f"tensor dtype {dtype!r} is not a number type")
+        encoding = str(info.get("encoding") or "none").lower()
         if encoding not in ("none", "zlib", "bytes"):
             raise fail(f"unknown tensor encoding {encoding!r}")
         leaf = Leaf(prefix, "string" if dtype == "string" else "tensor", dtype,
@@ -133,6 +201,8 @@ def flatten_features(node: Mapping[str, Any], where: str, prefix: str = "",
         if leaf.size is None and (in_sequence or encoding != "none" or
                                   sum(d < 0 for d in leaf.shape) > 1):
             raise fail(f"tensor of dynamic shape {list(leaf.shape)} is not supported here")
+        if leaf.size is not None and dtype != "string":
+            declared_nbytes(leaf.shape, np.dtype(dtype).itemsize, where, key=prefix)
         out[prefix] = leaf
     else:
         kinds = sorted(k for k in node if k not in ("pythonClassName", "description"))
@@ -142,20 +212,25 @@ def flatten_features(node: Mapping[str, Any], where: str, prefix: str = "",
 
 def _dims(info: Mapping[str, Any], fail) -> tuple[int, ...]:
     try:
-        return tuple(int(d) for d in (info.get("shape") or {}).get("dimensions", []))
-    except (TypeError, ValueError):
+        return tuple(int(d) for d in (info.get("shape") or {}).get("dimensions") or [])
+    except (TypeError, ValueError, AttributeError):
         raise fail(f"bad shape {info.get('shape')!r}") from None
 
 
-def shard_names(info: Mapping[str, Any], split: Mapping[str, Any]) -> list[str]:
+def shard_names(info: DatasetInfo | Mapping[str, Any], split: _Split | Mapping[str, Any]
+                ) -> list[str]:
     """The shard file names of one split, from dataset_info.json's template and shard lengths."""
-    template = split.get("filepathTemplate") or DEFAULT_TEMPLATE
-    n = len(split.get("shardLengths") or [])
+    if not isinstance(info, DatasetInfo):
+        info = validate(info, DatasetInfo, "dataset_info.json")
+    if not isinstance(split, _Split):
+        split = validate(split, _Split, "dataset_info.json", key="splits")
+    template = split.filepathTemplate or DEFAULT_TEMPLATE
+    n = len(split.shardLengths)
     names = []
     for i in range(n):
-        names.append(template.replace("{DATASET}", str(info.get("name", "")))
-                     .replace("{SPLIT}", str(split.get("name", "")))
-                     .replace("{FILEFORMAT}", str(info.get("fileFormat") or "tfrecord"))
+        names.append(template.replace("{DATASET}", info.name or "")
+                     .replace("{SPLIT}", split.name)
+                     .replace("{FILEFORMAT}", info.fileFormat or "tfrecord")
                      .replace("{SHARD_INDEX}", f"{i:05d}")
                      .replace("{NUM_SHARDS}", f"{n:05d}"))
     return names
@@ -213,6 +288,16 @@ def _images(leaf: Leaf, raw: list[bytes], uri: str, offset: int, fail) -> np.nda
 def _blobs(leaf: Leaf, raw: list[bytes], fail, max_bytes: int) -> np.ndarray:
     dtype = np.dtype(leaf.dtype).newbyteorder("<")
     want = leaf.size * dtype.itemsize  # shape is fully known (checked in flatten_features)
+    for i, blob in enumerate(raw):  # every blob checked before the output is allocated
+        if leaf.encoding != "zlib" and len(blob) != want:
+            raise fail(f"step {i}: {len(blob)} bytes, declared shape {list(leaf.shape)} of "
+                       f"{leaf.dtype} needs {want}")
+    total = sum(len(b) for b in raw) if leaf.encoding != "zlib" else max_bytes
+    try:
+        declared_nbytes((len(raw), *leaf.shape), dtype.itemsize, "", limit=max_bytes,
+                        available=total)
+    except SourceError as e:
+        raise fail(e.reason) from None
     out = np.empty((len(raw), *leaf.shape), dtype=np.dtype(leaf.dtype))
     for i, blob in enumerate(raw):
         if leaf.encoding == "zlib":
@@ -295,23 +380,19 @@ class RldsSource(Source):
                                                      DEFAULT_MAX_RECORD_BYTES))
 
     # -- dataset folder -------------------------------------------------------------------------
-    def _json(self, name: str, what: str) -> Any:
+    def _json(self, name: str, what: str, model: Any) -> Any:
         uri = fs.join(self.uri, name)
-        try:
-            with fs.open_uri(uri, "rb") as f:
-                return json.loads(f.read())
-        except FileNotFoundError:
+        if not fs.exists(uri):
             raise SourceError(uri, f"missing {name}: an RLDS/TFDS dataset folder needs {what} "
-                              "(point the input at the version folder, e.g. .../name/1.0.0)"
-                              ) from None
-        except (OSError, ValueError) as e:
-            raise SourceError(uri, f"cannot read {name}: {type(e).__name__}: {e}") from None
+                              "(point the input at the version folder, e.g. .../name/1.0.0)")
+        return load_json(uri, model, what=name)
 
     @functools.cached_property
     def spec(self) -> _Spec:
-        info = self._json("dataset_info.json", "dataset_info.json (name, splits, shards)")
+        info: DatasetInfo = self._json("dataset_info.json", "dataset_info.json (name, splits, "
+                                       "shards)", DatasetInfo)
         features = self._json("features.json", "features.json (the feature tree that says how "
-                                                "to decode each key)")
+                                               "to decode each key)", dict[str, Any])
         where = fs.join(self.uri, "features.json")
         leaves = flatten_features(features, where)
         for key in ("steps/reward",):
@@ -321,29 +402,41 @@ class RldsSource(Source):
                    for k in leaves):
             raise SourceError(where, "RLDS episodes need step observations",
                               key="steps/observation")
-        name = str(info.get("name") or _basename(self.uri))
-        all_splits = info.get("splits") or []
+        for key, leaf in leaves.items():
+            if key.startswith("steps/") and not leaf.in_sequence:
+                raise SourceError(where, "a step feature must be inside the steps sequence "
+                                  "(one value per step)", key=key)
+        name = info.name or _basename(self.uri)
+        info_uri = fs.join(self.uri, "dataset_info.json")
+        all_splits = info.splits
         wanted = self.options.get("split")
         if wanted is None:
-            names = [s.get("name") for s in all_splits]
+            names = [s.name for s in all_splits]
             wanted = ["train"] if "train" in names else names
         elif isinstance(wanted, str):
             wanted = [wanted]
         splits = []
         for w in wanted:
-            split = next((s for s in all_splits if s.get("name") == w), None)
+            split = next((s for s in all_splits if s.name == w), None)
             if split is None:
-                raise SourceError(fs.join(self.uri, "dataset_info.json"), f"no split {w!r} "
-                                  f"(has: {[s.get('name') for s in all_splits]})", key="split")
-            lengths = tuple(int(n) for n in split.get("shardLengths") or [])
-            splits.append((w, tuple(shard_names(info, split)), lengths))
-        return _Spec(name, str(info.get("version", "")), leaves, tuple(splits))
+                raise SourceError(info_uri, f"no split {w!r} "
+                                  f"(has: {[s.name for s in all_splits]})", key="split")
+            lengths = tuple(int(n) for n in split.shardLengths)
+            names = shard_names(info, split)
+            bad = next((n for n in names if not safe_relative_name(n) or "/" in n), None)
+            if bad is not None:
+                raise SourceError(info_uri, f"shard file name {bad!r} from filepathTemplate is "
+                                  "not a plain file name", key="splits.filepathTemplate")
+            splits.append((w, tuple(names), lengths))
+        return _Spec(name, info.version or "", leaves, tuple(splits))
 
     def units(self) -> list[Unit]:
         spec = self.spec
         units = []
         for split_pos, (split, names, lengths) in enumerate(spec.splits):
             for shard, name in enumerate(names):
+                if shard < len(lengths) and lengths[shard] == 0:
+                    continue  # declared empty: TFDS wrote an empty file, nothing to read
                 params = (("split", split), ("split_position", split_pos), ("shard", shard),
                           ("records", lengths[shard] if shard < len(lengths) else None),
                           ("task", self._task(spec, split)))
@@ -368,7 +461,8 @@ class RldsSource(Source):
                 rec = next(records, None)
             except SourceError as e:
                 yield self.reject(unit.uri, f"{e} (framing lost: the rest of the shard after "
-                                  f"{read} records is unreadable)", kind="unit", task=task)
+                                  f"{read} records is unreadable)" if read else str(e),
+                                  kind="unit", task=task)
                 return
             if rec is None:
                 break

@@ -59,7 +59,7 @@ from .tfrecord import DEFAULT_MAX_RECORD_BYTES, iter_records, parse_example
 
 __all__ = ["RluAtariSource", "euler_order", "SHARD_NAME"]
 
-SHARD_NAME = re.compile(r"^run_(\d+)-(\d{5})-of-(\d{5})$")
+SHARD_NAME = re.compile(r"^run_(\d{1,18})-(\d{5})-of-(\d{5})$")
 LAYOUTS = ("auto", "episodes", "transitions")
 EPISODE_KEYS = ("observations", "actions", "discounts", "checkpoint_idx", "episode_idx")
 TRANSITION_KEYS = ("o_t", "o_tp1", "a_t", "a_tp1", "r_t", "d_t", "episode_id")

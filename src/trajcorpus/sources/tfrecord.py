@@ -121,8 +121,9 @@ def iter_records(uri: str, *, compression: str = "auto",
                  recover: bool = False) -> Iterator[Record]:
     """Stream the records of one TFRecord file (any fsspec URI), checking every CRC.
 
-    Raises :class:`SourceError` (file, offset, reason) for anything that breaks the framing: a bad
-    length CRC, a declared length above ``max_record_bytes``, a truncated record, a corrupt or
+    Raises :class:`SourceError` (file, offset, reason) for anything that breaks the framing: an
+    empty file (no record at all: the error names the file, not an episode it would have held), a
+    bad length CRC, a declared length above ``max_record_bytes``, a truncated record, a corrupt or
     truncated gzip stream. A bad data CRC raises too, unless ``recover`` is set: then the record is
     yielded with ``data=None`` and its error, and reading goes on with the next record.
     """
@@ -167,6 +168,10 @@ def _frames(stream: IO[bytes], uri: str, max_record_bytes: int, recover: bool,
     while True:
         head = read(_HEADER)
         if not head:
+            if index == 0:  # no record at all: a lost shard, reported by its own name
+                raise SourceError(uri, "empty TFRecord file: no records"
+                                  + (" in its gzip stream" if compression == "gzip" else
+                                     " (0 bytes)"))
             return
         if len(head) < _HEADER:
             raise fail(f"truncated record header ({len(head)} of {_HEADER} bytes)")
