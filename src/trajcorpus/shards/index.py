@@ -162,17 +162,18 @@ class EpisodeIndex:
              episode_ids: Iterable[str] | None = None) -> np.ndarray:
         """Rows of ``split`` matching every given criterion; a value that names nothing in the
         split is an error (a typo must not silently select nothing)."""
-        mask = (self.table.column("split") == pa.scalar(split)).to_numpy(zero_copy_only=False)
+        mask = pc.equal(self.table.column("split"), split).to_numpy(zero_copy_only=False)
         if not mask.any():
             raise ShardError(self.where, f"no rows for split {split!r}")
+        in_split = mask.copy()
         for column, wanted in (("task", tasks), ("agent", agents), ("episode_id", episode_ids)):
             if wanted is None:
                 continue
             values = [wanted] if isinstance(wanted, str) else list(wanted)
             col = self.table.column(column)
             hit = pc.is_in(col, value_set=pa.array(values, pa.string())).to_numpy(
-                zero_copy_only=False) & mask
-            present = set(pc.unique(col.filter(pa.array(hit))).to_pylist())
+                zero_copy_only=False)
+            present = set(pc.unique(col.filter(pa.array(hit & in_split))).to_pylist())
             missing = sorted(set(values) - present)
             if missing:
                 raise ShardError(f"{self.where} {column} {missing[0]!r}",
