@@ -227,3 +227,19 @@ def _unbatch(batch: dict) -> list[dict]:
         ex["patch_position"] = np.asarray(batch["patch_position"][i, :n])
         out.append(ex)
     return out
+
+
+def test_verify_checks_the_index(corpus, tmp_path):
+    import shutil
+
+    from trajcorpus.shards import verify_output
+
+    out = tmp_path / "o"
+    shutil.copytree(corpus[0], out)
+    shutil.rmtree(out / ".staging")
+    assert verify_output(str(out)).ok
+    (out / "index/c.parquet").write_bytes(b"x")
+    report = verify_output(str(out))
+    assert report.mismatched == ["index/c.parquet"] and not report.ok
+    (out / "index/c.parquet").unlink()
+    assert verify_output(str(out)).missing == ["index/c.parquet"]
