@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_shards_stream import unbatch
 from test_shards_synth import assert_same_example, make_example
 from trajcorpus.errors import ShardError
 from trajcorpus.shards import (
@@ -162,7 +163,7 @@ def test_select_streams_exactly_the_subset(corpus, fmt):
         sub = ds.select(**crit)
         assert len(sub) == len(want)
         got = [ex for b in NumpyLoader(sub, 4, shuffle_buffer=3, seed=1)
-               for ex in _unbatch(b)]
+               for ex in unbatch(b)]
         assert sorted(g["__key__"] for g in got) == sorted(want)
         for g in got:
             assert_same_example(g, want[g["__key__"]])
@@ -177,7 +178,7 @@ def test_select_streams_exactly_the_subset(corpus, fmt):
     assert {meta(e)["agent"] for e in _all(narrow)} == {"Pong/run1"}
     mix = Mixture({"pong": pong, "breakout": ds.select(tasks=["Breakout"])})
     it = iter(NumpyLoader(mix, 4, seed=3))
-    drawn = [ex for _ in range(10) for ex in _unbatch(next(it))]
+    drawn = [ex for _ in range(10) for ex in unbatch(next(it))]
     assert {meta(e)["task"] for e in drawn} == {"Pong", "Breakout"}
     for bad, match in ((dict(tasks=["Tetris"]), "task 'Tetris'"),
                        (dict(agents=["Pong/run9"]), "agent 'Pong/run9'")):
@@ -213,20 +214,7 @@ def test_episode_and_select_over_gcs(corpus, gcs):
 
 
 def _all(ds: ShardDataset) -> list[dict]:
-    return [ex for b in NumpyLoader(ds, 8) for ex in _unbatch(b)]
-
-
-def _unbatch(batch: dict) -> list[dict]:
-    out = []
-    for i, key in enumerate(batch["__key__"]):
-        n = int(batch["patch_count"][i])
-        ex = {"__key__": key, "meta": batch["meta"][i]}
-        for f in ("tokens", "modality", "loss_mask", "local_position", "is_prompt"):
-            ex[f] = np.asarray(batch[f][i])
-        ex["patches"] = np.asarray(batch["patches"][i, :n])
-        ex["patch_position"] = np.asarray(batch["patch_position"][i, :n])
-        out.append(ex)
-    return out
+    return [ex for b in NumpyLoader(ds, 8) for ex in unbatch(b)]
 
 
 def test_verify_checks_the_index(corpus, tmp_path):
