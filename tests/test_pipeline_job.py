@@ -486,3 +486,33 @@ def test_demo_writes_one_output_that_datasets_loads(work, tmp_path) -> None:
     ds = datasets.load_dataset(str(out), "demo-d4rl", split="train", streaming=True)
     ex = next(iter(ds))
     assert len(ex["tokens"]) == 1024 and json.loads(ex["meta"])["dataset"] == "demo-d4rl"
+
+
+def test_the_job_writes_a_deterministic_episode_index(run_a, run_b, work) -> None:
+    """Issue 17: index/{config}.parquet, listed in the manifest, byte-identical for one and two
+    workers, one row per example of the shards (checked against a scan of the shards)."""
+    a, b = work / "a/index/hop.parquet", work / "b/index/hop.parquet"
+    assert a.read_bytes() == b.read_bytes()
+    entry = json.loads((work / "a/manifest.json").read_text())["configs"]["hop"]["info"]["index"]
+    assert entry["path"] == "index/hop.parquet" and entry["bytes"] == a.stat().st_size
+    rows = pq.read_table(a).to_pylist()
+    scanned = {}
+    for ex in _examples(work / "a", "hop"):
+        shard = int(ex["shard"].rsplit("-of-", 1)[0].rsplit("-", 1)[1])
+        scanned[ex["key"]] = (ex["meta"]["episode_id"], ex["meta"]["task"], ex["meta"]["agent"],
+                              shard, ex["meta"]["first_step"])
+    got = {r["key"]: (r["episode_id"], r["task"], r["agent"], r["shard"], r["first_step"])
+           for r in rows}
+    assert got == scanned and entry["examples"] == len(rows)
+    by_shard: dict = {}
+    for r in rows:  # rows are the shard's row order
+        by_shard.setdefault(r["shard"], []).append((r["row"], r["key"]))
+    for pairs in by_shard.values():
+        assert [p[0] for p in pairs] == list(range(len(pairs)))
+        assert [p[1] for p in pairs] == sorted(p[1] for p in pairs)
+    from trajcorpus.shards import ShardDataset
+
+    eid = rows[0]["episode_id"]
+    want = sorted((r for r in rows if r["episode_id"] == eid), key=lambda r: r["first_step"])
+    got_keys = [e["__key__"] for e in ShardDataset(str(work / "a"), "hop").episode(eid)]
+    assert got_keys == [r["key"] for r in want]

@@ -28,7 +28,8 @@ from trajcorpus.shards import (
     write_manifest,
     write_shard,
 )
-from trajcorpus.shards.stream import consumer_span, emission_order
+from trajcorpus.shards.epoch import EpochPlan
+from trajcorpus.shards.stream import consumer_span
 from trajcorpus.tokenizers import normalize_patches
 
 COUNTS = [5, 3, 8, 1, 6, 4, 7]  # 7 uneven shards, 34 examples
@@ -87,13 +88,16 @@ def test_consumer_spans_cover_exactly_once():
             assert max(sizes) - min(sizes) <= 1
 
 
-def test_emission_order_is_a_bounded_permutation():
-    rng = np.random.default_rng(0)
-    order = emission_order(500, 16, rng)
-    assert sorted(order.tolist()) == list(range(500))
-    assert order.tolist() != list(range(500))
-    for k in range(500 - 16):  # item emitted k-th was read at most `buffer` items earlier
-        assert order[k] <= k + 16
+def test_epoch_order_is_a_block_local_permutation_independent_of_consumers():
+    plan = EpochPlan([200, 300], seed=3, epoch=1, shuffle_buffer=16, shuffle_shards=False)
+    order = plan.file_positions(np.arange(500))
+    assert sorted(order.tolist()) == list(range(500)) and order.tolist() != list(range(500))
+    assert (order // 16 == np.arange(500) // 16).all()  # a reader holds one block at most
+    # any subset of positions maps the same as the whole epoch (no dependence on consumers)
+    some = np.array([499, 3, 250, 17])
+    assert plan.file_positions(some).tolist() == order[some].tolist()
+    again = EpochPlan([200, 300], seed=3, epoch=2, shuffle_buffer=16, shuffle_shards=False)
+    assert again.file_positions(np.arange(500)).tolist() != order.tolist()
 
 
 # --------------------------------------------------------------------------- round trips
@@ -219,9 +223,11 @@ def test_torch_resume_equals_uninterrupted_with_workers(corpus):
     nxt = [b["__key__"] for b in ld]
     assert nxt != full and sorted(map(tuple, nxt)) != [] and \
         sorted(k for b in nxt for k in b) == sorted(ds_keys(ds))
-    with pytest.raises(ShardError, match="workers"):
-        TorchShardDataset(ds, batch_size=2, seed=4, shuffle_buffer=5).loader(
-            num_workers=2).load_state_dict(state)
+    # another worker count continues the same epoch with exactly the examples not yet seen
+    other = TorchShardDataset(ds, batch_size=2, seed=4, shuffle_buffer=5).loader(num_workers=2)
+    other.load_state_dict(state)
+    rest = [k for b in other for k in b["__key__"]]
+    assert sorted(rest + [k for b in head for k in b]) == sorted(ds_keys(ds))
 
 
 def ds_keys(ds: ShardDataset) -> list[str]:

@@ -475,6 +475,7 @@ def _quiet_beam_logs() -> None:
 def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = True
              ) -> JobResult:
     """After the pipeline: audit files, checks, stale-file removal, manifest (last), card."""
+    from ..shards.index import merge_index
     from ..shards.manifest import write_manifest
 
     res_uri = fs.join(spec.tmp, RESULT_FILE)
@@ -510,6 +511,8 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
         fs.rename(fs.join(spec.staging, f["path"]), fs.join(spec.output, f["path"]))
     text_model = res.get("text_model") if res.get("text_model") is not None else None
     info = _manifest_info(spec, text_model, res["num_shards"])
+    info["index"] = merge_index(spec.staging, spec.output, spec.config, spec.split,
+                                res["num_shards"])  # episode -> shard and row (shards.index)
     write_manifest(spec.output, [_shard_file(f) for f in files], spec.config, info)
     fs.remove(spec.tmp)
     _remove_if_empty(fs.join(spec.output, TMP_DIR))

@@ -418,6 +418,7 @@ class WriteShard(beam.DoFn):
         self.reader.close()
 
     def process(self, element: tuple[int, dict], num_shards: int) -> Iterator[Any]:
+        from ..shards.index import IndexTap
         from ..shards.layout import shard_relpath
         from ..shards.writer import write_shard
 
@@ -433,9 +434,12 @@ class WriteShard(beam.DoFn):
         for i, fmt in enumerate(self.spec.formats):
             relpath = shard_relpath(self.spec.config, self.spec.split, fmt, index, num_shards)
             examples = self._examples(refs, prompt_of, stats if i == 0 else None)
+            tap = IndexTap(self.spec.split, index)  # every format holds the same rows
             # staged under the run's temporary folder: finalize() moves every shard into place
             # just before the manifest, so a failed run leaves no file under a shard name
-            shard = write_shard(examples, self.spec.staging, relpath, fmt)
+            shard = write_shard(tap(examples), self.spec.staging, relpath, fmt)
+            if i == 0:
+                tap.write(self.spec.staging, self.spec.config)
             record = _shard_record(shard)
             self.bytes_ctr.inc(record["bytes"])
             yield record

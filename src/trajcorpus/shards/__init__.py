@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .collate import collate
+from .epoch import Deal, EpochPlan
 from .example import (
     EXAMPLE_FIELDS,
     FIELD_DTYPES,
@@ -25,18 +26,22 @@ from .hub import (
     webdataset_data_files,
     webdataset_features,
 )
+from .index import EpisodeIndex, IndexEntry, read_index
 from .layout import FORMATS, parse_relpath, shard_relpath
 from .loaders import NumpyLoader
 from .manifest import Manifest, VerifyReport, read_manifest, verify_output, write_manifest
-from .stream import Mixture, ShardDataset, ShardRef, ShardStream, StreamStats
+from .mixture import Mixture
+from .stream import ShardDataset, ShardRef, ShardStream, StreamStats
 from .writer import ShardFile, write_shard
 
 __all__ = [
     "EXAMPLE_FIELDS", "SEQUENCE_FIELDS", "FIELD_DTYPES", "FORMATS", "check_example",
     "example_nbytes", "safe_key", "shard_relpath", "parse_relpath", "write_shard", "ShardFile",
     "write_manifest", "read_manifest", "Manifest", "verify_output", "VerifyReport",
-    "hub_configs", "primary_format", "webdataset_data_files", "webdataset_features", "publish", "ShardDataset", "ShardRef", "ShardStream",
-    "StreamStats", "Mixture", "NumpyLoader", "collate", "TorchShardDataset", "StatefulLoader",
+    "hub_configs", "primary_format", "webdataset_data_files", "webdataset_features", "publish",
+    "ShardDataset", "ShardRef", "ShardStream", "StreamStats", "Mixture", "NumpyLoader",
+    "collate", "TorchShardDataset", "StatefulLoader", "EpochPlan", "Deal", "EpisodeIndex",
+    "IndexEntry", "read_index",
 ]
 
 _TORCH = {"TorchShardDataset", "StatefulLoader"}

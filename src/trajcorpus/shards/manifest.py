@@ -208,6 +208,8 @@ def verify_output(out: str) -> VerifyReport:
         report.problems.append(str(e))
         return report
     listed = {f.path: f for f in manifest.files}
+    indexes = {info["index"]["path"]: info["index"] for info in manifest.configs.values()
+               if isinstance(info.get("index"), dict)}  # the episode indexes (shards.index)
     present = set(_files_under(out, DATA_DIR))
     for path in sorted(present - set(listed)):
         report.extra.append(path)
@@ -225,4 +227,17 @@ def verify_output(out: str) -> VerifyReport:
             report.problems.append(
                 f"changed: {path}: {size} bytes sha256 {digest[:16]}..., manifest says "
                 f"{rec.bytes} bytes sha256 {rec.sha256[:16]}...")
+    for path, rec in sorted(indexes.items()):
+        uri = fs.join(out, path)
+        if not fs.exists(uri):
+            report.missing.append(path)
+            report.problems.append(f"missing: {path}: listed in {MANIFEST}, not on disk")
+            continue
+        digest, size = sha256_of(uri)
+        report.checked += 1
+        report.bytes += size
+        if size != rec["bytes"] or digest != rec["sha256"]:
+            report.mismatched.append(path)
+            report.problems.append(f"changed: {path}: {size} bytes sha256 {digest[:16]}..., "
+                                   f"manifest says {rec['bytes']} bytes")
     return report
