@@ -28,6 +28,7 @@ from .hub import (
 from .layout import FORMATS, parse_relpath, shard_relpath
 from .loaders import NumpyLoader
 from .manifest import Manifest, VerifyReport, read_manifest, verify_output, write_manifest
+from .stats import DecodedActions, TrainerInfo, load_stats, normalize, unnormalize
 from .stream import Mixture, ShardDataset, ShardRef, ShardStream, StreamStats
 from .writer import ShardFile, write_shard
 
@@ -37,6 +38,7 @@ __all__ = [
     "write_manifest", "read_manifest", "Manifest", "verify_output", "VerifyReport",
     "hub_configs", "primary_format", "webdataset_data_files", "webdataset_features", "publish", "ShardDataset", "ShardRef", "ShardStream",
     "StreamStats", "Mixture", "NumpyLoader", "collate", "TorchShardDataset", "StatefulLoader",
+    "TrainerInfo", "DecodedActions", "load_stats", "normalize", "unnormalize",
 ]
 
 _TORCH = {"TorchShardDataset", "StatefulLoader"}
