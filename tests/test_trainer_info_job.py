@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +224,22 @@ def test_two_workers_give_the_same_statistics(out, manifest, tmp_path):
         assert _info(two, "demo-minari")[key] == _info(manifest, "demo-minari")[key], key
     ours = {f["path"]: f["sha256"] for f in manifest["files"] if f["config"] == "demo-minari"}
     assert {f["path"]: f["sha256"] for f in two["files"]} == ours  # meta included
+
+
+def test_the_docs_snippets_run(tmp_path, capsys, monkeypatch):
+    """docs/statistics-and-semantics.md: its command runs (from the repository, OUT a fresh
+    folder), then its Python snippets run in order against that output."""
+    from trajcorpus.cli import main
+
+    text = (REPO / "docs/statistics-and-semantics.md").read_text()
+    commands = re.findall(r"```bash\n(.*?)```", text, re.S)
+    assert len(commands) == 1 and commands[0].startswith("trajcorpus run ")
+    out = tmp_path / "OUT"
+    monkeypatch.chdir(REPO)
+    argv = [str(out) if a == "OUT" else a for a in shlex.split(commands[0])[1:]]
+    assert main(argv) == 0
+    namespace = {"OUT": str(out)}
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        exec(compile(block, "docs/statistics-and-semantics.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "['HalfCheetah-v5', 'Hopper-v5']" in printed and "thigh_joint torque" in printed
