@@ -34,7 +34,8 @@ def minari_references(units: Iterable[Any]) -> dict[str, dict]:
     """Task -> reference from each Minari dataset's metadata (the first dataset id of a task
     that has both ends, in id order)."""
     found: dict[str, list[tuple[str, dict]]] = {}
-    for folder, task in sorted({(u.param("dataset_dir"), u.param("task")) for u in units}):
+    pairs = {(u.param("dataset_dir"), u.param("task")) for u in units}
+    for folder, task in sorted(p for p in pairs if isinstance(p[0], str) and isinstance(p[1], str)):
         uri = fs.join(folder, "data", "metadata.json")
         try:
             with fs.open_uri(uri, "rb") as f:
