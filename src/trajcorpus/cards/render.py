@@ -19,6 +19,7 @@ from .checks import Check, sequence_length
 from .inputs import MODALITY_NAMES, CardInputs, ConfigInputs, lookup
 from .metadata import files_for
 from .shardio import ShardScan
+from .stats_section import INFO_KEYS, render_trainer_section
 
 __all__ = ["ConfigCard", "CardModel", "render_body", "MAX_FILES_LISTED", "KIND_FORMATS"]
 
@@ -38,7 +39,7 @@ KIND_FORMATS: dict[str, str] = {
 _SHOWN_INFO_KEYS = frozenset({
     "catalog_entry", "entry", "catalog", "dataset", "command", "seed", "code_version", "version",
     "trajcorpus_version", "tokenizer_sha256", "text_model_sha256", "tokenizer_model_sha256",
-    "input_uri", "input", "settings"})
+    "input_uri", "input", "settings"}) | INFO_KEYS
 GATO_CITATION = ("Reed et al. A Generalist Agent. Transactions on Machine Learning Research, 2022. "
                  "arXiv:2205.06175")
 
@@ -523,6 +524,7 @@ def _citations(m: CardModel) -> str:
 
 def render_body(m: CardModel) -> str:
     sections = [_intro(m), _summary(m), _example_fields(), _sources(m), _settings(m), _filter(m),
-                _tokens(m), _example(m), _files(m), _loading(m), _rebuild(m), _checks(m),
+                _tokens(m), render_trainer_section([(c.cfg.name, c.cfg.info) for c in m.configs]),
+                _example(m), _files(m), _loading(m), _rebuild(m), _checks(m),
                 _uses_limits(m), _citations(m)]
     return "\n\n".join(s.rstrip() for s in sections) + "\n"

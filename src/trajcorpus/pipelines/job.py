@@ -36,6 +36,7 @@ from .. import __version__, fs
 from ..errors import TrajcorpusError
 from ..schemas.catalog import DatasetEntry, load_catalog
 from ..schemas.episode import Rejected
+from ..semantics import task_references
 from ..shards.layout import MIN_SHARD_BYTES, MIN_SHARDS, plan_num_shards
 from ..sources.base import Unit
 from . import audit as audit_mod
@@ -53,6 +54,8 @@ from .stages import (
     say,
     shard_of,
 )
+from .stats import CombineRawStats
+from .trainer_info import trainer_info
 
 __all__ = ["DEFAULT_SHARD_BYTES", "DEFAULT_MIN_SHARDS", "FORMATS", "JobResult",
            "TrajcorpusOptions", "run_job",
@@ -268,7 +271,7 @@ def build_pipeline(p: beam.Pipeline, spec: JobSpec, units: Sequence[Unit],
             | "TrainTextModel" >> beam.Map(lambda texts: _train_text_model(spec, texts)))
 
     read = units_pc | "ReadTokenizeSpill" >> beam.ParDo(ReadUnit(spec), text_side).with_outputs(
-        "summary", "rejected", main="windows")
+        "summary", "rejected", "rawstats", main="windows")
     windows, summaries, rejected = read.windows, read.summary, read.rejected
 
     filters = (summaries
@@ -325,6 +328,12 @@ def build_pipeline(p: beam.Pipeline, spec: JobSpec, units: Sequence[Unit],
 
     stats = (written.stats
              | "StatsByTask" >> beam.CombinePerKey(_merge_stats))
+    raw_stats = (read.rawstats  # raw-value statistics of the kept episodes, per task and config
+                 | "KeptRawStats" >> beam.Filter(kept, thresholds)
+                 | "RawStatsKey" >> beam.Map(lambda r: (r.task, r.stats))
+                 | "RawStatsByTask" >> beam.CombinePerKey(CombineRawStats(spec.config)))
+    raw_config = (raw_stats | "RawStatsValues" >> beam.Values()
+                  | "RawStatsConfig" >> beam.CombineGlobally(CombineRawStats(spec.config)))
     pieces = [
         filters | "FilterPiece" >> beam.MapTuple(lambda t, f: ("filter", t, f.to_json())),
         summaries | "EpisodeOnes" >> beam.Map(lambda r: (r.task, 1))
@@ -335,6 +344,8 @@ def build_pipeline(p: beam.Pipeline, spec: JobSpec, units: Sequence[Unit],
         stats | "StatsPiece" >> beam.MapTuple(lambda t, s: ("stats", t, s)),
         written.files | "FilePiece" >> beam.Map(lambda f: ("file", f["path"], f)),
         n_pc | "ShardsPiece" >> beam.Map(lambda n: ("num_shards", "", n)),
+        raw_stats | "RawStatsPiece" >> beam.MapTuple(lambda t, s: ("raw_stats", t, _raw(s))),
+        raw_config | "RawConfigPiece" >> beam.Map(lambda s: ("raw_stats_config", "", _raw(s))),
     ]
     if train_text:
         pieces.append(p | "TextModelSeed" >> beam.Create([None])
@@ -355,11 +366,16 @@ def _merge_stats(items) -> dict:
     return out
 
 
+def _raw(s: Any) -> dict:
+    return {"statistics": s.summary(), "schema": s.schema_json()}
+
+
 def _write_results(spec: JobSpec, items: list) -> None:
     data: dict[str, Any] = {"filter": {}, "episodes": {}, "rejected": {}, "stats": {},
-                            "files": [], "num_shards": None, "text_model": None}
+                            "files": [], "num_shards": None, "text_model": None,
+                            "raw_stats": {}, "raw_stats_config": None}
     for kind, name, value in items:
-        if kind in ("num_shards", "text_model"):
+        if kind in ("num_shards", "text_model", "raw_stats_config"):
             data[kind] = value
         elif kind == "file":
             data["files"].append(value)
@@ -406,7 +422,8 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
     units = source_spec.open_source().units()
     if not units:
         raise TrajcorpusError(uri, "the source has no units of work")
-    spec = dataclasses.replace(source_spec, num_units=len(units))
+    spec = dataclasses.replace(source_spec, num_units=len(units),
+                               references=task_references(source_spec.entry, entry.kind, units))
     say(spec, f"{len(units)} unit(s) of work from {uri}")
 
     text_model: dict | None = None
@@ -510,7 +527,8 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
         fs.makedirs(fs.join(spec.output, f["path"]).rsplit("/", 1)[0])
         fs.rename(fs.join(spec.staging, f["path"]), fs.join(spec.output, f["path"]))
     text_model = res.get("text_model") if res.get("text_model") is not None else None
-    info = _manifest_info(spec, text_model, res["num_shards"])
+    info = {**_manifest_info(spec, text_model, res["num_shards"]),
+            **trainer_info(spec, res, audit)}
     info["index"] = merge_index(spec.staging, spec.output, spec.config, spec.split,
                                 res["num_shards"])  # episode -> shard and row (shards.index)
     write_manifest(spec.output, [_shard_file(f) for f in files], spec.config, info)

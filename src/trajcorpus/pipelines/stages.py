@@ -25,6 +25,7 @@ from .. import fs
 from ..errors import TrajcorpusError
 from ..schemas.catalog import FilterSettings, SequenceSettings, TokenizeSettings
 from ..schemas.episode import Episode, EpisodeSummary, Rejected
+from ..semantics.reference import normalized_score
 from ..shards.layout import MIN_SHARDS
 from ..sources.base import Source, Unit
 from ..tokenizers.scheme import MODALITY_NAMES
@@ -34,6 +35,7 @@ from .atomic import atomic_open
 from .filter import FilterResult, filter_task
 from .sequences import assemble, concat_tokenized, cut_windows, pack_vl, step_sizes
 from .spill import SpillReader, SpillWriter
+from .stats import episode_record
 
 __all__ = ["JobSpec", "EpisodeRow", "WindowRef", "PromptRef", "UNATTRIBUTED", "MODALITY_NAMES",
            "ReadUnit", "ExtractTexts", "BottomK", "WriteShard", "filter_group", "shard_of",
@@ -72,6 +74,7 @@ class JobSpec:
     progress: bool = True
     split: str = "train"
     entry: dict = dataclasses.field(default_factory=dict)  # the catalog entry, for the manifest
+    references: dict = dataclasses.field(default_factory=dict)  # task -> reference returns
 
     def open_source(self) -> Source:
         from ..sources import open_source
@@ -187,7 +190,8 @@ def _raw_nbytes(tok: TokenizedEpisode) -> int:
 class ReadUnit(beam.DoFn):
     """Read one unit, tokenize each episode, cut windows, spill them; emit small records.
 
-    Main output: WindowRef. Tagged: "summary" (EpisodeRow), "rejected" (task, Rejected JSON).
+    Main output: WindowRef. Tagged: "summary" (EpisodeRow), "rejected" (task, Rejected JSON),
+    "rawstats" (:class:`.stats.EpisodeStats`, one per non-image-caption episode).
     A per-unit episodes/rejected JSONL file is written for the audit, so the driver can stitch
     them in unit order without a global sort.
     """
@@ -248,6 +252,8 @@ class ReadUnit(beam.DoFn):
                 self.read_ctr.inc()
                 self.step_ctr.inc(row.length)
                 yield beam.pvalue.TaggedOutput("summary", row)
+                if not row.vl:  # raw-value statistics, kept episodes' combined by the job
+                    yield beam.pvalue.TaggedOutput("rawstats", episode_record(item))
                 n_windows += len(refs)
                 yield from refs
             for buf in vl_buffers.values():
@@ -292,7 +298,8 @@ class ReadUnit(beam.DoFn):
                 raw += int(budget * raw / max(part.num_tokens, 1))
             meta = {"dataset": self.spec.config, "task": ep.task, "agent": ep.agent,
                     "episode_id": ep.episode_id, "window": w.index, "first_step": w.start,
-                    "last_step": w.stop - 1, "lineage": ep.source}
+                    "last_step": w.stop - 1, "lineage": ep.source, "normalized_score":
+                    normalized_score(self.spec.references.get(ep.task), ep.return_)}
             yield WindowRef(
                 sequence_key(ep.episode_id, w.index), ep.task, ep.agent, ep.episode_id,
                 float(ep.return_), False, w.index, w.start, w.stop - 1, part.num_tokens,

@@ -23,6 +23,10 @@ __all__ = [
     "TextModelSettings",
     "TokenizeSettings",
     "SequenceSettings",
+    "ReferenceScore",
+    "ReferenceSettings",
+    "FieldSemantics",
+    "SemanticsSettings",
     "DatasetEntry",
     "Catalog",
     "load_catalog",
@@ -84,6 +88,44 @@ class SequenceSettings(_Frozen):
     vl_pairs: int = Field(5, ge=1)
 
 
+class ReferenceScore(_Frozen):
+    """One task's reference returns: a random policy's and an expert's or a human's."""
+
+    random: float | None = None
+    expert: float | None = None
+    expert_kind: Literal["expert", "human"] = "expert"
+
+
+class ReferenceSettings(_Frozen):
+    """Published reference returns by task name, and where they come from (a citation)."""
+
+    source: str = ""
+    scores: dict[str, ReferenceScore] = {}
+
+    @field_validator("scores")
+    @classmethod
+    def _cited(cls, v: dict, info: Any) -> dict:
+        if v and not info.data.get("source"):
+            raise ValueError("reference scores need a 'source' (their citation)")
+        return v
+
+
+class FieldSemantics(_Frozen):
+    """What one field's dimensions mean, when neither the source nor the environment says."""
+
+    names: tuple[str, ...] = ()  # one per dimension of the flattened per-step shape
+    units: tuple[str, ...] = ()
+    description: str = ""
+    representation: Literal["absolute", "delta"] | None = None  # for actions, when known
+
+
+class SemanticsSettings(_Frozen):
+    """Field name (an observation's, or "actions") -> its semantics, with their source."""
+
+    source: str = ""
+    fields: dict[str, FieldSemantics] = {}
+
+
 class DatasetEntry(_Frozen):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     kind: Literal[SOURCE_KINDS]  # type: ignore[valid-type]
@@ -100,6 +142,8 @@ class DatasetEntry(_Frozen):
     citation: str = ""
     homepage: str = ""
     demo: bool = False
+    reference: ReferenceSettings = ReferenceSettings()
+    semantics: SemanticsSettings = SemanticsSettings()
 
     def resolve_uri(self, base_dir: str | None) -> str:
         """The entry's uri, relative ones taken against the catalog file's folder."""

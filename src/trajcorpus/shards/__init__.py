@@ -31,6 +31,7 @@ from .layout import FORMATS, parse_relpath, shard_relpath
 from .loaders import NumpyLoader
 from .manifest import Manifest, VerifyReport, read_manifest, verify_output, write_manifest
 from .mixture import Mixture
+from .stats import DecodedActions, TrainerInfo, load_stats, normalize, unnormalize
 from .stream import ShardDataset, ShardRef, ShardStream, StreamStats
 from .writer import ShardFile, write_shard
 
@@ -42,6 +43,7 @@ __all__ = [
     "ShardDataset", "ShardRef", "ShardStream", "StreamStats", "Mixture", "NumpyLoader",
     "collate", "TorchShardDataset", "StatefulLoader", "EpochPlan", "Deal", "EpisodeIndex",
     "IndexEntry", "read_index",
+    "TrainerInfo", "DecodedActions", "load_stats", "normalize", "unnormalize",
 ]
 
 _TORCH = {"TorchShardDataset", "StatefulLoader"}

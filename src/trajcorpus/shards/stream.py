@@ -94,11 +94,18 @@ class ShardDataset:
         self.shards = [ShardRef(fs.join(out, f.path), f.examples, f.format, f.sha256, f.bytes)
                        for f in files]
         self.name = config
-        info = manifest.configs[config]
+        info = self.info = manifest.configs[config]
         self._index_entry = info.get("index")
         entry = info.get("catalog_entry") or {}
         self.weight = float(weight if weight is not None
                             else entry.get("mixture_weight", info.get("mixture_weight", 1.0)))
+
+    @property
+    def stats(self) -> Any:
+        """The config's statistics, reference scores and semantics (a :class:`.stats.TrainerInfo`)."""
+        from .stats import TrainerInfo
+
+        return TrainerInfo(self.name, getattr(self, "info", {}))
 
     def __len__(self) -> int:
         return sum(s.examples for s in self.shards)
