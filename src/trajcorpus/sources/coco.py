@@ -104,8 +104,9 @@ def _typed(uri: str, doc: dict[str, Any], section: str, model: type, needs: str,
 def _plan(uri: str, doc: dict[str, Any]) -> tuple[list[tuple[int, str, tuple]], list[tuple]]:
     """(images sorted by id with their captions sorted by annotation id, problems).
 
-    An image id listed twice, or an annotation id used twice, is ambiguous (which file, which
-    caption?): every record involved is quarantined, never silently paired.
+    An image id listed twice, a file_name shared by several image ids, or an annotation id used
+    twice, is ambiguous (which file, which picture, which caption?): every record involved is
+    quarantined, never silently paired.
     """
     problems: list[tuple[str, str]] = []
     where_image: dict[int, list[int]] = {}
@@ -115,6 +116,11 @@ def _plan(uri: str, doc: dict[str, Any]) -> tuple[list[tuple[int, str, tuple]], 
         where_image.setdefault(img.id, []).append(i)
         files[img.id] = img.file_name
     dup_images = {k: v for k, v in where_image.items() if len(v) > 1}
+    ids_of_file: dict[str, set[int]] = {}
+    for image_id, name in files.items():
+        if image_id not in dup_images:  # an id listed twice is quarantined as such already
+            ids_of_file.setdefault(name, set()).add(image_id)
+    shared_file = {i: sorted(ids) for ids in ids_of_file.values() if len(ids) > 1 for i in ids}
     anns = [a for _, a in _typed(uri, doc, "annotations", CocoAnnotation,
                                  "annotation needs integer id and image_id", problems)]
     ann_count: dict[int, int] = {}
@@ -130,6 +136,11 @@ def _plan(uri: str, doc: dict[str, Any]) -> tuple[list[tuple[int, str, tuple]], 
             problems.append((where, f"image_id {ann.image_id} is listed {len(listed.split(','))}"
                              f" times ({listed}): which image the caption belongs to is "
                              "ambiguous"))
+        elif ann.image_id in shared_file:
+            problems.append((where, f"image_id {ann.image_id}'s file_name "
+                             f"{files[ann.image_id]!r} is also the file of image id(s) "
+                             f"{[i for i in shared_file[ann.image_id] if i != ann.image_id]}: "
+                             "which picture the caption belongs to is ambiguous"))
         elif ann_count[ann.id] > 1:
             problems.append((where, f"annotation id {ann.id} is used {ann_count[ann.id]} times: "
                              "ids must be unique"))

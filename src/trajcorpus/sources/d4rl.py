@@ -38,6 +38,7 @@ from ..errors import SourceError, one_line
 from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
 from .h5file import open_h5, read_dataset
+from .metadata import flag_array
 
 __all__ = ["D4RLSource"]
 
@@ -98,10 +99,15 @@ def _check_layout(uri: str, f: h5py.File, n: int) -> None:
 
 
 def _done(uri: str, f: h5py.File, lo: int, hi: int) -> np.ndarray:
-    done = read_dataset(uri, f, "terminals", np.s_[lo:hi]).astype(bool)
+    done = _flags(uri, f, "terminals", lo, hi)
     if "timeouts" in f:
-        done |= read_dataset(uri, f, "timeouts", np.s_[lo:hi]).astype(bool)
+        done |= _flags(uri, f, "timeouts", lo, hi)
     return done
+
+
+def _flags(uri: str, f: h5py.File, key: str, lo: int, hi: int) -> np.ndarray:
+    """Rows lo:hi of a flag dataset; a value other than 0/1 names its row in the file."""
+    return flag_array(read_dataset(uri, f, key, np.s_[lo:hi]), uri, key=key, first=lo, unit="row")
 
 
 class D4RLSource(Source):
@@ -153,7 +159,8 @@ class D4RLSource(Source):
                 return
             lo, hi = spans[0][0], spans[-1][1]
             data = {k: read_dataset(uri, f, k, np.s_[lo:hi]) for k in _REQUIRED}
-            data["timeouts"] = (read_dataset(uri, f, "timeouts", np.s_[lo:hi]).astype(bool)
+            data["terminals"] = _flags(uri, f, "terminals", lo, hi)
+            data["timeouts"] = (_flags(uri, f, "timeouts", lo, hi)
                                 if "timeouts" in f else np.zeros(hi - lo, dtype=bool))
         for a, b in spans:
             yield self._episode(unit, data, lo, a, b)

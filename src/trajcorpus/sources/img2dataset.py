@@ -18,7 +18,9 @@ Records: task = option ``task`` or the catalog dataset id; agent = option ``agen
 "img2dataset"; template fields ``task``, ``agent``. episode_id = the img2dataset key (unique across
 shards: it embeds the shard number); order = (shard number, key as integer) (the key is the row
 of the input list). The caption is ``KEY.txt``, or the ``caption`` of ``KEY.json`` when there is no
-.txt member.
+.txt member. A ``KEY.json`` whose own ``key`` differs from its member name, or whose caption
+differs from ``KEY.txt``, belongs to another sample (a buggy repacking): the sample is quarantined,
+never paired with one of the two.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .imagecaption import (
     rejected,
     safe_relative_name,
 )
-from .metadata import Strict, Text, parse_json, small_int, validate
+from .metadata import Name, Strict, Text, parse_json, small_int, validate
 
 __all__ = ["Img2DatasetSource", "IMAGE_EXTENSIONS", "split_member_name"]
 
@@ -58,6 +60,7 @@ class MemberMeta(Strict):
 
     url: Text | None = None
     caption: Text | None = None
+    key: Name | None = None
 _SHARD = re.compile(r"^(\d{1,18})\.(tar|parquet)$")
 
 
@@ -204,9 +207,16 @@ class Img2DatasetSource(Source):
                 where = f"{uri} @ offset {members['json'][1]}"
                 meta = validate(parse_json(members["json"][0], where, key=f"{key}.json"),
                                 MemberMeta, where, key=f"{key}.json")
+            if meta.key is not None and meta.key != key:
+                raise SourceError(where, f"the member's own key {meta.key!r} differs from its "
+                                  f"name: its metadata belongs to another sample",
+                                  key=f"{key}.json")
             if "txt" in members:
                 caption = caption_text(members["txt"][0], f"{uri} @ offset {members['txt'][1]}",
                                        f"{key}.txt")
+                if meta.caption is not None and meta.caption.strip() != caption.strip():
+                    raise SourceError(uri, f"{key}.txt and {key}.json hold different captions: "
+                                      "which one belongs to the image is ambiguous", key=key)
             else:
                 caption = caption_text(meta.caption, uri, f"{key}.json caption")
             data, offset = members[image_ext]

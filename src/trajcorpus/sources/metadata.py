@@ -37,7 +37,8 @@ from ..errors import SourceError, one_line
 
 __all__ = ["MAX_DEPTH", "MAX_JSON_BYTES", "MAX_DECLARED_BYTES", "MAX_NPY_HEADER", "Strict",
            "Name", "Text", "NpyHeader", "one_line", "json_depth", "parse_json", "load_json",
-           "validate", "declared_nbytes", "parse_npy_header", "digits", "small_int"]
+           "validate", "declared_nbytes", "parse_npy_header", "digits", "small_int", "flag_array",
+           "discount_array"]
 
 MAX_DEPTH = 64  # far deeper than any real metadata (a gymnasium Dict of Dicts is < 10)
 MAX_JSON_BYTES = 64 * 1024 * 1024  # a metadata document (COCO passes its own, larger limit)
@@ -196,6 +197,43 @@ def declared_nbytes(shape: Iterable[Any], itemsize: int, where: str, *, key: str
         raise SourceError(where, f"declared shape {dims} of {itemsize}-byte values needs {n} "
                           f"bytes, but only {available} exist", key=key, offset=offset)
     return n
+
+
+def flag_array(arr: Any, where: str, *, key: str | None = None, offset: int | None = None,
+               first: int = 0, unit: str = "step") -> np.ndarray:
+    """A per-step flag (terminal, truncation, first/last step) as a bool array.
+
+    Booleans pass; numbers pass only when every value is exactly 0 or 1 (exporters write flags as
+    int64 or float). ``astype(bool)`` would turn 0.5, 2 or NaN into True and so silently invent an
+    episode boundary: such a value is refused, naming the first bad step (``first`` + index, as
+    ``unit``: "row" for a slice of a flat file).
+    """
+    a = np.asarray(arr)
+    if a.dtype == np.bool_:
+        return a
+    if a.dtype.kind not in "iuf":
+        raise SourceError(where, f"flags must be booleans or 0/1, got dtype {a.dtype}",
+                          key=key, offset=offset)
+    bad = np.flatnonzero(~((a == 0) | (a == 1)))
+    if bad.size:
+        i = int(bad[0])
+        raise SourceError(where, f"flag value {a.reshape(-1)[i].item()!r} at {unit} {first + i} is not "
+                          "0 or 1",
+                          key=key, offset=offset)
+    return np.asarray(a != 0)
+
+
+def discount_array(arr: Any, where: str, *, key: str | None = None,
+                   offset: int | None = None) -> np.ndarray:
+    """Per-step discounts as float32, each finite and in [0, 1] (a discount outside that range, or
+    NaN, is not a discount: comparing it with 0 would silently decide the episode's end)."""
+    a = np.asarray(arr, dtype=np.float32)
+    bad = np.flatnonzero(~(np.isfinite(a) & (a >= 0) & (a <= 1)))
+    if bad.size:
+        i = int(bad[0])
+        raise SourceError(where, f"discount {a.reshape(-1)[i].item()!r} at step {i} is not in "
+                          "[0, 1]", key=key, offset=offset)
+    return a
 
 
 @dataclasses.dataclass(frozen=True)

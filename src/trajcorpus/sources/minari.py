@@ -56,6 +56,7 @@ from .metadata import (
     Strict,
     Text,
     declared_nbytes,
+    flag_array,
     load_json,
     parse_json,
     small_int,
@@ -308,9 +309,13 @@ class MinariSource(Source):
         parts: dict[int, list[tuple[int, str]]] = {}
         for path in fs.walk_files(data_dir):
             segs = path.rstrip("/").rsplit("/", 2)[-2:]
-            m = _ARROW_PART.match(segs[-1]) if len(segs) == 2 else None
-            if m and small_int(segs[0]) is not None:
-                parts.setdefault(int(segs[0]), []).append((int(m.group(1)), segs[1]))
+            if len(segs) != 2 or small_int(segs[0]) is None:
+                continue
+            m = _ARROW_PART.match(segs[-1])
+            # an episode folder with files but no part (metadata only) is kept, to be rejected
+            found = parts.setdefault(int(segs[0]), [])
+            if m:
+                found.append((int(m.group(1)), segs[1]))
         return [(eid, tuple(name for _, name in sorted(parts[eid]))) for eid in sorted(parts)]
 
     # -- reading ----------------------------------------------------------------------------------
@@ -324,9 +329,11 @@ class MinariSource(Source):
                                     lambda eid=eid, f=f: self._hdf5_episode(meta, unit.uri, f, eid))
         else:
             for eid, names in unit.param("episodes"):
-                uris = [fs.join(unit.uri, str(eid), n) for n in names]
-                yield self._one(meta, task, agent, eid, uris[0], "",
-                                lambda eid=eid, uris=uris: self._arrow_episode(meta, uris, eid))
+                folder = fs.join(unit.uri, str(eid))
+                yield self._one(meta, task, agent, eid,
+                                fs.join(folder, names[0]) if names else folder, "",
+                                lambda eid=eid, folder=folder, names=names:
+                                self._arrow_episode(meta, folder, names, eid))
 
     def _one(self, meta: _Meta, task: str, agent: str, eid: int, uri: str, key: str,
              load) -> Episode | Rejected:
@@ -374,7 +381,15 @@ class MinariSource(Source):
         source = {"uri": uri, "key": key, "dataset_id": meta.dataset_id, "backend": "hdf5"}
         return self._assemble(meta, uri, key, obs, steps, source, padded=False)
 
-    def _arrow_episode(self, meta: _Meta, uris: list[str], eid: int):
+    def _arrow_episode(self, meta: _Meta, folder: str, names: tuple[str, ...], eid: int):
+        """One episode from its ``part-<k>.arrow`` files, which must be numbered 0, 1, ... (a
+        folder with only metadata, or a gap, is an incomplete copy: never a shorter episode)."""
+        numbers = [int(n[len("part-"):-len(".arrow")]) for n in names]
+        if not numbers or numbers != list(range(len(numbers))):
+            raise SourceError(folder, f"episode {eid}: no part-0.arrow file (an incomplete copy?)"
+                              if not numbers else f"episode {eid}: parts {numbers} are not "
+                              f"numbered 0..{len(numbers) - 1} (a part is missing)")
+        uris = [fs.join(folder, n) for n in names]
         tables = []
         for uri in uris:
             with fs.open_uri(uri, "rb", cache_type="readahead") as f:
@@ -437,10 +452,12 @@ class MinariSource(Source):
                                   if name != "observation" else f"{prefix}observations")
         actions, action_kind = _actions(steps["actions"][:n], meta.action_space, uri,
                                         f"{prefix}actions")
+        flags = {k: flag_array(steps[k][:n], uri, key=f"{prefix}{k}")
+                 for k in ("terminations", "truncations")}
         source.update(steps=n, final_observation={"uri": uri, "key": f"{prefix}observations",
                                                   "row": n, "kept": False})
         return ({k: v[:n] for k, v in obs.items()}, actions, action_kind, rewards[:n],
-                steps["terminations"][:n], steps["truncations"][:n], source)
+                flags["terminations"], flags["truncations"], source)
 
 
 def _first_id(item: Any) -> int:

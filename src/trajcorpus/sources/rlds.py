@@ -60,7 +60,16 @@ from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
 from .imagecaption import safe_relative_name
 from .imagecodec import decode_image
-from .metadata import Name, Strict, Text, declared_nbytes, digits, load_json, validate
+from .metadata import (
+    Name,
+    Strict,
+    Text,
+    declared_nbytes,
+    digits,
+    flag_array,
+    load_json,
+    validate,
+)
 from .tfrecord import DEFAULT_MAX_RECORD_BYTES, Record, iter_records, parse_example
 
 __all__ = ["RldsSource", "Leaf", "flatten_features", "decode_leaf", "shard_names"]
@@ -342,8 +351,11 @@ def _numeric(leaf: Leaf, raw: list[bytes] | np.ndarray, count: int, fail) -> np.
         raise fail(f"has {raw.size} values, expected {count} x {per}"
                    + (" (steps x values per step)" if leaf.in_sequence else ""))
     arr = raw.reshape((count, *shape)) if leaf.in_sequence else raw.reshape(shape)
-    if dtype.kind == "b":
-        return np.asarray(arr != 0)
+    if dtype.kind == "b":  # TFDS stores bools as int64 0/1: any other value is not a bool
+        try:
+            return flag_array(arr, "")
+        except SourceError as e:
+            raise fail(e.reason) from None
     return arr.astype(dtype, copy=False)
 
 
@@ -505,7 +517,9 @@ class RldsSource(Source):
                                            f"{list(rewards_all.shape[1:])}")
             rewards_all = rewards_all.reshape(-1)
         actions_all, action_kind, action_keys = _actions(values, uri, offset)
-        flags = {k: np.asarray(values[k], dtype=bool) for k in _STEP_FLAGS if k in values}
+        flags = {k: flag_array(values[k], uri, key=k, offset=offset).reshape(-1)
+                 for k in _STEP_FLAGS if k in values}
+        _check_step_flags(flags, fail)
         n = self._agent_steps(steps, rewards_all, actions_all, flags)
         if n < 1:
             raise fail("steps/is_first", f"episode has {steps} stored step(s) and no agent step")
@@ -676,3 +690,22 @@ def _plain(v: Any) -> Any:
         if v.size <= _METADATA_VALUES and v.dtype.kind in "biuf":
             return v.tolist()
     return None
+
+
+def _check_step_flags(flags: Mapping[str, np.ndarray], fail: Any) -> None:
+    """RLDS marks exactly the first stored step ``is_first`` and no step before the last
+    ``is_last``: anything else means one record holds pieces of several episodes (or none)."""
+    first = flags.get("steps/is_first")
+    if first is not None and first.size:
+        others = np.flatnonzero(first[1:])
+        if not first[0]:
+            raise fail("steps/is_first", "the first stored step is not marked is_first")
+        if others.size:
+            raise fail("steps/is_first", f"step {int(others[0]) + 1} is marked is_first: a new "
+                                         "episode starts inside this record")
+    last = flags.get("steps/is_last")
+    if last is not None and last.size:
+        early = np.flatnonzero(last[:-1])
+        if early.size:
+            raise fail("steps/is_last", f"step {int(early[0])} is marked is_last, before the "
+                                        f"last stored step {last.size - 1}")

@@ -55,6 +55,7 @@ from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
 from .imagecodec import decode_image
+from .metadata import discount_array
 from .tfrecord import DEFAULT_MAX_RECORD_BYTES, iter_records, parse_example
 
 __all__ = ["RluAtariSource", "euler_order", "SHARD_NAME"]
@@ -76,6 +77,20 @@ class _Shard:
     run: int
     index: int
     count: int
+
+
+def _terminal(discounts: np.ndarray, uri: str, key: str, offset: int | None) -> bool:
+    """Whether the episode ends in a terminal state (its last discount is 0).
+
+    Every discount must be a discount (finite, in [0, 1]) and only the last may be 0: a 0 before
+    it would mean the episode ended there, so the record glues two episodes (or lies).
+    """
+    d = discount_array(discounts, uri, key=key, offset=offset)
+    early = np.flatnonzero(d[:-1] == 0)
+    if early.size:
+        raise SourceError(uri, f"discount 0 (episode end) at step {int(early[0])}, before the "
+                          f"last step {len(d) - 1}", key=key, offset=offset)
+    return bool(d.size and d[-1] == 0.0)
 
 
 class RluAtariSource(Source):
@@ -248,7 +263,7 @@ class RluAtariSource(Source):
         episode_idx = int(_scalar(ex, "episode_idx", np.int64, fail))
         frames = _decode_frames(pngs, uri, offset, "observations")
         name = posixpath.basename(uri)
-        terminal = bool(n and discounts[-1] == 0.0)
+        terminal = _terminal(discounts, uri, "discounts", offset)
         return Episode(
             dataset=self.dataset, task=self._task(game, run), agent=self._agent(game, run),
             episode_id=f"{game}/{name}:{index}", order=(checkpoint, episode_idx),
@@ -332,8 +347,8 @@ class RluAtariSource(Source):
                                  p.frame_uri[i], p.frame_offset[i]) for i in order])
         actions = np.asarray(p.actions, dtype=np.int64)[idx]
         rewards = np.asarray(p.rewards, dtype=np.float32)[idx]
-        discounts = np.asarray(p.discounts, dtype=np.float32)[idx]
-        terminal = bool(discounts[-1] == 0.0)
+        terminal = _terminal(np.asarray(p.discounts, dtype=np.float32)[idx], unit.uri,
+                             f"{eid_name}/d_t", None)
         stored_returns = sorted(set(p.returns))
         files = unit.param("files")
         return Episode(
