@@ -141,3 +141,21 @@ def test_fraction_setting_is_honoured() -> None:
     res = filter_task("t", _summaries(returns), FilterSettings(fraction=0.5))
     assert res.window == 2 and res.expert_return == 10.0 and res.threshold == 5.0
     assert res.kept == 10
+
+
+@pytest.mark.parametrize("returns, threshold", [
+    ([10.0, 5.0, 4.5, 5.0, 7.0], 5.0),          # 0.5 * 10: exact in binary
+    ([-10.0, -15.0, -15.5, -15.0, -12.0], -15.0),  # -10 - 0.5 * |-10|: exact
+])
+def test_an_episode_exactly_at_the_threshold_is_kept(returns: list[float],
+                                                     threshold: float) -> None:
+    """SPEC 3 keeps R >= threshold: the boundary is in, both in the audit's count (filter_task)
+    and in the rule the job applies to every episode and window (is_kept)."""
+    rows = _summaries(returns)
+    res = filter_task("t", rows, FilterSettings(fraction=0.5))  # W = 1: the best single return
+    assert res.threshold == threshold
+    kept = [s.return_ for s in rows if is_kept(s.return_, res.threshold)]
+    assert kept == [r for r in returns if r != min(returns)]
+    assert res.kept == len(kept) == 4 and res.filtered == 1
+    assert is_kept(threshold, threshold) and not is_kept(math.nextafter(threshold, -math.inf),
+                                                         threshold)
