@@ -6,6 +6,7 @@ SPEC's layout rules and the per-modality encoders, on random episodes of every s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pickle
@@ -407,3 +408,66 @@ def test_options_are_read_from_settings_fields_when_present():
     assert tk.resample == "bilinear" and tk.channels == 3
     assert EpisodeTokenizer(Extended(), resample="nearest", channels=1).channels == 1
     assert EpisodeTokenizer().resample == "auto" and EpisodeTokenizer().channels is None
+
+
+# --- found by mutation testing (docs/mutation-testing.md) -------------------------------------
+
+def _error(fn, *args, **kwargs) -> str:
+    with pytest.raises(TokenizeError) as err:
+        fn(*args, **kwargs)
+    return str(err.value)
+
+
+def test_decoding_actions_checks_and_defaults():
+    """The trainer-side decoders: mu-law on by default, exact dtypes, one-line errors."""
+    ep = make_episode({"s": np.zeros((3, 1))}, {"s": "continuous"},
+                      np.array([[0.5, -80.0], [3.0, 0.0], [-1.0, 200.0]], np.float32),
+                      "continuous")
+    tok = EpisodeTokenizer().tokenize(ep)  # actions mu-law companded (the default settings)
+    assert (decode_actions(tok) == decode_actions(tok, mu_law=True)).all()
+    assert np.allclose(decode_actions(tok), ep.actions, rtol=0.05, atol=1e-3)
+    disc = EpisodeTokenizer().tokenize(make_episode({"s": np.zeros((3, 1))}, {"s": "continuous"},
+                                                    np.array([[1023], [0], [5]])))
+    assert decode_actions(disc).dtype == np.int64 and decode_actions(disc)[:, 0].tolist() == [
+        1023, 0, 5]
+    caption = dataclasses.replace(disc, modality=np.where(
+        disc.modality == Modality.ACTION, Modality.DISCRETE, disc.modality).astype(np.uint8))
+    assert decode_actions(caption).dtype == np.float32 and decode_actions(caption).shape == (3, 0)
+    # a step with one action token fewer: named, with both counts
+    broken = dataclasses.replace(tok, modality=tok.modality.copy())
+    broken.modality[np.flatnonzero(tok.modality == Modality.ACTION)[3]] = Modality.CONTINUOUS
+    assert _error(action_tokens, broken) == \
+        "actions: timestep 1 has 1 action tokens, timestep 0 has 2"
+    mixed = dataclasses.replace(disc, tokens=disc.tokens.copy())
+    mixed.tokens[np.flatnonzero(disc.modality == Modality.ACTION)[1]] = 32000
+    assert _error(decode_actions, mixed) == \
+        "actions: action tokens mix the discrete and continuous ranges"
+    over = dataclasses.replace(disc, tokens=disc.tokens.copy())
+    over.tokens[np.flatnonzero(disc.modality == Modality.ACTION)[1]] = 1024
+    assert _error(decode_actions, over).startswith("actions: ")
+    bad_cont = dataclasses.replace(tok, tokens=tok.tokens.copy())
+    bad_cont.tokens[np.flatnonzero(tok.modality == Modality.ACTION)[0]] = 33024
+    assert _error(decode_actions, bad_cont).startswith("field 'actions': token 33024")
+
+
+def test_episode_level_action_errors_are_exact():
+    ep = make_episode({"s": np.zeros((2, 1))}, {"s": "continuous"}, np.array([[0.5], [np.nan]]),
+                      "continuous")
+    tk = EpisodeTokenizer()
+    assert _error(tk.tokenize, ep) == \
+        "episode 'ep' field 'actions': NaN at index (1, 0) cannot be tokenized"
+    for shape in ((3, 1), (2, 1, 1), (3,)):
+        assert _error(tk.tokenize, dataclasses.replace(ep, actions=np.zeros(shape))) == (
+            f"episode 'ep' field 'actions': expected [T] or [T, A] with T=2, got shape {shape}")
+    weird = dataclasses.replace(ep, action_kind="weird", actions=np.zeros((2, 1)))
+    assert _error(tk.tokenize, weird) == \
+        "episode 'ep' field 'action_kind': unknown action kind 'weird'"
+
+
+def test_mu_law_exemptions_accept_the_observations_prefix():
+    """Catalogs may spell a field with or without "observations/": both must select it."""
+    tk = EpisodeTokenizer(TokenizeSettings(mu_law=True,
+                                           mu_law_exempt=("observations/proprio", "velocity")))
+    assert not tk.mu_law_for("proprio/joints") and not tk.mu_law_for("observations/proprio")
+    assert not tk.mu_law_for("observations/velocity") and not tk.mu_law_for("velocity")
+    assert tk.mu_law_for("observations/pos") and tk.mu_law_for("actions")
