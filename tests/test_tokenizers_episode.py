@@ -471,3 +471,43 @@ def test_mu_law_exemptions_accept_the_observations_prefix():
     assert not tk.mu_law_for("proprio/joints") and not tk.mu_law_for("observations/proprio")
     assert not tk.mu_law_for("observations/velocity") and not tk.mu_law_for("velocity")
     assert tk.mu_law_for("observations/pos") and tk.mu_law_for("actions")
+
+
+def test_text_without_a_text_model_is_an_exact_error():
+    ep = make_episode({"t": np.array(["a cat"], dtype=object), "s": np.zeros((2, 1))},
+                      {"t": "text", "s": "continuous"}, np.zeros(2, np.int64))
+    assert _error(EpisodeTokenizer().tokenize, ep) == (
+        "episode 'ep' field 'observations/t': text observation but no text model was given "
+        "(TokenizeSettings.text_model)")
+
+
+def test_three_text_fields_interleave_per_step_like_the_reference():
+    """Several text fields are interleaved step by step in field order (per-step and
+    per-episode fields mixed): the running offset of each field must accumulate."""
+    ep = make_episode({"a": texts(4), "b": np.array(["stack"], dtype=object),
+                       "c": texts(7)[3:], "s": np.arange(4).reshape(4, 1)},
+                      {"a": "text", "b": "text", "c": "text", "s": "discrete"},
+                      np.arange(4))
+    tk = EpisodeTokenizer(TokenizeSettings(), text_model())
+    assert_same(tk.tokenize(ep), reference(ep, tk))
+
+
+def test_bad_text_and_image_fields_are_exact_errors():
+    tk = EpisodeTokenizer(TokenizeSettings(), text_model())
+    for shape, strings in (((3,), texts(3)), ((2, 1), texts(2).reshape(2, 1))):
+        ep = make_episode({"t": texts(2), "s": np.zeros((2, 1))}, {"t": "text", "s": "continuous"},
+                          np.zeros(2, np.int64))
+        ep = dataclasses.replace(ep, observations={**ep.observations, "t": strings})
+        assert _error(tk.tokenize, ep) == (
+            f"episode 'ep' field 'observations/t': text must be [1] (per episode) or [2] (per "
+            f"step), got {shape}")
+    ep = make_episode({"t": texts(2), "s": np.zeros((2, 1))}, {"t": "text", "s": "continuous"},
+                      np.zeros(2, np.int64))
+    ep = dataclasses.replace(ep, observations={**ep.observations,
+                                               "t": np.array(["a", 5], dtype=object)})
+    assert _error(tk.tokenize, ep) == "episode 'ep' field 'observations/t': entry 1 is int, not str"
+    img = make_episode({"cam": np.zeros((2, 16, 16), np.uint8)}, {"cam": "image"},
+                       np.zeros(2, np.int64))
+    img = dataclasses.replace(img, observations={"cam": np.zeros((2, 16, 16), np.float32)})
+    assert _error(tk.tokenize, img) == \
+        "episode 'ep' field 'observations/cam': images must be uint8, got float32"
