@@ -511,3 +511,35 @@ def test_bad_text_and_image_fields_are_exact_errors():
     img = dataclasses.replace(img, observations={"cam": np.zeros((2, 16, 16), np.float32)})
     assert _error(tk.tokenize, img) == \
         "episode 'ep' field 'observations/cam': images must be uint8, got float32"
+
+
+def test_an_episode_with_a_single_text_token_keeps_it():
+    ep = make_episode({"t": np.array(["a"], dtype=object), "s": np.zeros((2, 1))},
+                      {"t": "text", "s": "continuous"}, np.zeros(2, np.int64))
+    tk = EpisodeTokenizer(TokenizeSettings(), text_model())
+    assert len(text_model().encode("a")) == 1
+    tok = tk.tokenize(ep)
+    assert_same(tok, reference(ep, tk))
+    assert (tok.modality == Modality.TEXT).sum() == 1
+
+
+def test_observation_size_limit_is_exactly_int16():
+    """Local positions are int16: an observation of 32768 tokens fits (0..32767), one more is
+    an error, never a wrapped position."""
+    ok = make_episode({"s": np.zeros((1, 32768), np.int64)}, {"s": "discrete"},
+                      np.zeros(1, np.int64))
+    tok = EpisodeTokenizer().tokenize(ok)
+    assert tok.local_position.max() == 32767
+    big = make_episode({"s": np.zeros((1, 32769), np.int64)}, {"s": "discrete"},
+                       np.zeros(1, np.int64))
+    assert _error(EpisodeTokenizer().tokenize, big) == (
+        "episode 'ep': a timestep's observation has more than 32768 tokens (int16 local "
+        "positions)")
+
+
+def test_misshapen_fields_are_exact_errors():
+    ep = make_episode({"s": np.zeros((2, 1)), "z": np.zeros((2, 1))},
+                      {"s": "continuous", "z": "continuous"}, np.zeros(2, np.int64))
+    short = dataclasses.replace(ep, observations={"s": np.zeros((2, 1)), "z": np.zeros((3, 1))})
+    assert _error(EpisodeTokenizer().tokenize, short) == \
+        "episode 'ep' field 'observations/z': expected 2 steps on axis 0, got shape (3, 1)"
