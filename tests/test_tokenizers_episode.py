@@ -543,3 +543,8 @@ def test_misshapen_fields_are_exact_errors():
     short = dataclasses.replace(ep, observations={"s": np.zeros((2, 1)), "z": np.zeros((3, 1))})
     assert _error(EpisodeTokenizer().tokenize, short) == \
         "episode 'ep' field 'observations/z': expected 2 steps on axis 0, got shape (3, 1)"
+
+
+def test_a_one_step_one_action_episode_decodes_its_action():
+    ep = make_episode({"s": np.zeros((1, 1))}, {"s": "continuous"}, np.array([[7]]))
+    assert decode_actions(EpisodeTokenizer().tokenize(ep)).tolist() == [[7]]
