@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trajcorpus.pipelines.filter import (
@@ -141,3 +142,56 @@ def test_fraction_setting_is_honoured() -> None:
     res = filter_task("t", _summaries(returns), FilterSettings(fraction=0.5))
     assert res.window == 2 and res.expert_return == 10.0 and res.threshold == 5.0
     assert res.kept == 10
+
+
+@pytest.mark.parametrize("returns, threshold", [
+    ([10.0, 5.0, 4.5, 5.0, 7.0], 5.0),          # 0.5 * 10: exact in binary
+    ([-10.0, -15.0, -15.5, -15.0, -12.0], -15.0),  # -10 - 0.5 * |-10|: exact
+])
+def test_an_episode_exactly_at_the_threshold_is_kept(returns: list[float],
+                                                     threshold: float) -> None:
+    """SPEC 3 keeps R >= threshold: the boundary is in, both in the audit's count (filter_task)
+    and in the rule the job applies to every episode and window (is_kept)."""
+    rows = _summaries(returns)
+    res = filter_task("t", rows, FilterSettings(fraction=0.5))  # W = 1: the best single return
+    assert res.threshold == threshold
+    kept = [s.return_ for s in rows if is_kept(s.return_, res.threshold)]
+    assert kept == [r for r in returns if r != min(returns)]
+    assert res.kept == len(kept) == 4 and res.filtered == 1
+    assert is_kept(threshold, threshold) and not is_kept(math.nextafter(threshold, -math.inf),
+                                                         threshold)
+
+
+# --- found by mutation testing (docs/mutation-testing.md) -------------------------------------
+
+def test_best_window_edges_and_errors() -> None:
+    assert best_window([5.0], 1) == (0, 5.0)  # one episode is a valid task
+    assert best_window([1.0, 2.0, 6.0], 3) == (0, 3.0)  # the window may span all returns
+    # float32 returns are summed in float64: 2**24 + 1 is not a float32
+    assert best_window(np.array([2.0 ** 24, 1.0, 1.0, 1.0], np.float32), 2) == (0, 2.0 ** 23 + 0.5)
+    with pytest.raises(ValueError, match=r"^best_window needs a non-empty 1-D sequence"):
+        best_window([], 1)
+    with pytest.raises(ValueError, match=r"^best_window needs a non-empty 1-D sequence"):
+        best_window([[1.0, 2.0]], 1)
+    with pytest.raises(ValueError, match=r"^window 4 outside \[1, 3\]$"):
+        best_window([1.0, 2.0, 3.0], 4)
+    with pytest.raises(ValueError, match=r"^window 0 outside \[1, 3\]$"):
+        best_window([1.0, 2.0, 3.0], 0)
+
+
+def test_threshold_for_a_small_positive_expert_is_the_fraction_rule_exactly() -> None:
+    """For 0 < R < 1 the two rules agree on paper but not in floating point (0.7: 0.56 vs
+    0.5599999999999999): the positive rule must be the one applied, bit for bit."""
+    assert threshold_for(0.7, 0.8) == 0.8 * 0.7 == 0.5599999999999999
+    assert threshold_for(0.0, 0.8) == 0.0
+
+
+def test_a_single_episode_task_is_filtered_with_a_window_of_one() -> None:
+    res = filter_task("solo", _summaries([-4.0]), FilterSettings())
+    assert (res.task, res.window, res.best_window_start, res.expert_return) == ("solo", 1, 0, -4.0)
+    assert res.threshold == pytest.approx(-4.8) and (res.kept, res.filtered) == (1, 0)
+    assert res.to_json() == {"task": "solo", "episodes_total": 1, "window": 1,
+                             "best_window_start": 0, "expert_return": -4.0,
+                             "threshold": res.threshold, "kept": 1, "filtered": 0}
+    off = filter_task("coco", _summaries([1.0]), FilterSettings(enabled=False))
+    assert off.task == "coco" and off.to_json()["threshold"] is None

@@ -31,12 +31,25 @@ def test_hash_is_stable_and_keyed_by_seed() -> None:
 
 
 def test_hash_value_is_pinned() -> None:
-    """Outputs of old runs stay reproducible only if the hash never changes."""
-    import hashlib
-
-    expect = int.from_bytes(hashlib.blake2b(b"prompt\x1fep\x1f3", digest_size=8,
-                                            key=(0).to_bytes(16, "little")).digest(), "little")
-    assert hash64(0, "prompt", "ep", 3) == expect
+    """Outputs of old runs stay reproducible only if the hash and every draw built on it never
+    change: literal values recorded once (they are BLAKE2b-64 keyed by the seed as 16 bytes
+    little-endian, over the parts joined by 0x1f), never recomputed here."""
+    assert hash64(0, "prompt", "ep", 3) == 0xF5FBAC874B668620
+    assert hash64(7, "source", "Pong/1/ckpt0/3", 12) == 0x287CCD6CB3EA59EE
+    assert hash64(-1, "\u00e9", 0) == 0x4C8F08AE7599331B  # negative seed, non-ASCII part
+    assert hash64(2 ** 40, "x") == 0x9AA78B23EFA98944
+    assert draw(5, "x", 1) == 0.1911234351297222
+    assert [wants_prompt(0, "ep", w, 0.5) for w in range(8)] == [True, False, True, False,
+                                                                 True, True, True, True]
+    assert bottom_k(3, [f"e{i}" for i in range(40)], 4) == ["e12", "e39", "e11", "e17"]
+    assert choose_prompt(1, "ep1", 1, ["a", "b", "c", "ep0"], 0.5) == prompts.PromptChoice(
+        "ep0", "end", 0.3577845898437897, False)
+    assert choose_prompt(1, "ep0", 0, ["a", "b", "c", "ep0"], 0.5) == prompts.PromptChoice(
+        "b", "end", 0.6888524646485689, False)
+    assert choose_prompt(1, "ep3", 3, ["a", "b", "c", "ep0"], 0.5) == prompts.PromptChoice(
+        "ep0", "uniform", 0.28568484538325534, False)
+    assert choose_prompt(2, "solo", 4, ["solo"], 0.5) == prompts.PromptChoice(
+        "solo", "end", 0.7565460142546546, True)
 
 
 @pytest.mark.parametrize("p", [0.25, 0.5, 0.1])

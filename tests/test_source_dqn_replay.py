@@ -164,26 +164,69 @@ def test_spanning_episodes_and_the_recovered_undeclared_slot(game):
         assert segs == want
 
 
-def test_stitched_frames_equal_numpys_own_reading():
+def raw_array(game: str, name: str, suffix: int) -> np.ndarray:
+    """One checkpoint array read with plain gzip + np.load (allow_pickle=False), not the reader."""
+    path = FIX / game / "1" / "replay_logs" / f"{name}_ckpt.{suffix}.gz"
+    with gzip.open(path) as f:
+        return np.load(f, allow_pickle=False)
+
+
+@functools.cache
+def raw_steps(game: str) -> dict[int, dict[str, np.ndarray]]:
+    return {sx: {n: raw_array(game, f"$store$_{n}", sx) for n in ("action", "reward", "terminal")}
+            for sx in range(len(gt_of(game)["checkpoints"]))}
+
+
+def raw_segments(gt: dict, g: dict) -> list[tuple[int, np.ndarray]]:
+    """(checkpoint, slots in time order) of an episode from ground_truth.json's segments, with
+    the final suffix's undeclared slot C-1 put back in front (the transition the reader recovers,
+    see test_spanning_episodes_and_the_recovered_undeclared_slot)."""
+    c = gt["replay_capacity"]
+    out = []
+    for i, seg in enumerate(g["segments"]):
+        a, b = seg["first_index"], seg["last_index"]
+        if g["missing_transitions"] and i == len(g["segments"]) - 1:
+            a = c - 1
+        slots = np.concatenate([np.arange(a, c), np.arange(b + 1)]) if a > b else \
+            np.arange(a, b + 1)
+        out.append((seg["checkpoint"], slots))
+    return out
+
+
+@pytest.mark.parametrize("game", GAMES)
+def test_every_episode_steps_equal_the_raw_arrays(game):
+    """Actions, rewards and terminals of every episode (stitched ones across checkpoints too) are
+    the checkpoint files' own slots, in time order: a continuation read from the wrong checkpoint
+    keeps actions in range and often the return, but not these arrays."""
+    gt = gt_of(game)
+    got = episodes_of(game)
+    raw = raw_steps(game)
+    for g in gt["episodes"]:
+        e = got[(g["checkpoint"], g["start_index"])]["episode"]
+        segs = raw_segments(gt, g)
+        for name, mine in (("action", e.actions), ("reward", e.rewards)):
+            want = np.concatenate([raw[ck][name][slots] for ck, slots in segs])
+            assert np.array_equal(mine, want), (g["episode"], name)
+        terminal = np.concatenate([raw[ck]["terminal"][slots] for ck, slots in segs])
+        assert len(terminal) == e.length == g["length"]
+        assert terminal[-1] == 1 and not terminal[:-1].any(), g["episode"]
+
+
+@pytest.mark.parametrize("game", GAMES)
+def test_stitched_frames_equal_numpys_own_reading(game):
     """Frames across a checkpoint border, checked with plain gzip + np.load (allow_pickle=False)."""
-    gt = gt_of("Breakout")
-    got = episodes_of("Breakout")
-    logs = FIX / "Breakout" / "1" / "replay_logs"
-    for g in (g for g in gt["episodes"] if g["spans_checkpoints"]):
+    gt = gt_of(game)
+    got = episodes_of(game)
+    spanning = [g for g in gt["episodes"] if g["spans_checkpoints"]]
+    assert spanning
+    for g in spanning:
         frames = got[(g["checkpoint"], g["start_index"])]["frames"]
         assert frames.shape == (g["length"], 84, 84)
         at = 0
-        segs = [dict(s) for s in g["segments"]]
-        if g["missing_transitions"]:
-            segs[-1]["first_index"] = gt["replay_capacity"] - 1
-        for seg in segs:
-            with gzip.open(logs / f"$store$_observation_ckpt.{seg['checkpoint']}.gz") as f:
-                obs = np.load(f, allow_pickle=False)
-            a, b = seg["first_index"], seg["last_index"]
-            want = np.concatenate([obs[a:], obs[:b + 1]]) if a > b else obs[a:b + 1]
-            assert np.array_equal(frames[at:at + len(want)], want)
+        for ck, slots in raw_segments(gt, g):
+            want = raw_array(game, "$store$_observation", ck)[slots]
+            assert np.array_equal(frames[at:at + len(want)], want), (g["episode"], ck)
             at += len(want)
-            del obs
         assert at == g["length"]
 
 

@@ -6,6 +6,7 @@ SPEC's layout rules and the per-modality encoders, on random episodes of every s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pickle
@@ -407,3 +408,143 @@ def test_options_are_read_from_settings_fields_when_present():
     assert tk.resample == "bilinear" and tk.channels == 3
     assert EpisodeTokenizer(Extended(), resample="nearest", channels=1).channels == 1
     assert EpisodeTokenizer().resample == "auto" and EpisodeTokenizer().channels is None
+
+
+# --- found by mutation testing (docs/mutation-testing.md) -------------------------------------
+
+def _error(fn, *args, **kwargs) -> str:
+    with pytest.raises(TokenizeError) as err:
+        fn(*args, **kwargs)
+    return str(err.value)
+
+
+def test_decoding_actions_checks_and_defaults():
+    """The trainer-side decoders: mu-law on by default, exact dtypes, one-line errors."""
+    ep = make_episode({"s": np.zeros((3, 1))}, {"s": "continuous"},
+                      np.array([[0.5, -80.0], [3.0, 0.0], [-1.0, 200.0]], np.float32),
+                      "continuous")
+    tok = EpisodeTokenizer().tokenize(ep)  # actions mu-law companded (the default settings)
+    assert (decode_actions(tok) == decode_actions(tok, mu_law=True)).all()
+    assert np.allclose(decode_actions(tok), ep.actions, rtol=0.05, atol=1e-3)
+    disc = EpisodeTokenizer().tokenize(make_episode({"s": np.zeros((3, 1))}, {"s": "continuous"},
+                                                    np.array([[1023], [0], [5]])))
+    assert decode_actions(disc).dtype == np.int64 and decode_actions(disc)[:, 0].tolist() == [
+        1023, 0, 5]
+    caption = dataclasses.replace(disc, modality=np.where(
+        disc.modality == Modality.ACTION, Modality.DISCRETE, disc.modality).astype(np.uint8))
+    assert decode_actions(caption).dtype == np.float32 and decode_actions(caption).shape == (3, 0)
+    # a step with one action token fewer: named, with both counts
+    broken = dataclasses.replace(tok, modality=tok.modality.copy())
+    broken.modality[np.flatnonzero(tok.modality == Modality.ACTION)[3]] = Modality.CONTINUOUS
+    assert _error(action_tokens, broken) == \
+        "actions: timestep 1 has 1 action tokens, timestep 0 has 2"
+    mixed = dataclasses.replace(disc, tokens=disc.tokens.copy())
+    mixed.tokens[np.flatnonzero(disc.modality == Modality.ACTION)[1]] = 32000
+    assert _error(decode_actions, mixed) == \
+        "actions: action tokens mix the discrete and continuous ranges"
+    over = dataclasses.replace(disc, tokens=disc.tokens.copy())
+    over.tokens[np.flatnonzero(disc.modality == Modality.ACTION)[1]] = 1024
+    assert _error(decode_actions, over).startswith("actions: ")
+    bad_cont = dataclasses.replace(tok, tokens=tok.tokens.copy())
+    bad_cont.tokens[np.flatnonzero(tok.modality == Modality.ACTION)[0]] = 33024
+    assert _error(decode_actions, bad_cont).startswith("field 'actions': token 33024")
+
+
+def test_episode_level_action_errors_are_exact():
+    ep = make_episode({"s": np.zeros((2, 1))}, {"s": "continuous"}, np.array([[0.5], [np.nan]]),
+                      "continuous")
+    tk = EpisodeTokenizer()
+    assert _error(tk.tokenize, ep) == \
+        "episode 'ep' field 'actions': NaN at index (1, 0) cannot be tokenized"
+    for shape in ((3, 1), (2, 1, 1), (3,)):
+        assert _error(tk.tokenize, dataclasses.replace(ep, actions=np.zeros(shape))) == (
+            f"episode 'ep' field 'actions': expected [T] or [T, A] with T=2, got shape {shape}")
+    weird = dataclasses.replace(ep, action_kind="weird", actions=np.zeros((2, 1)))
+    assert _error(tk.tokenize, weird) == \
+        "episode 'ep' field 'action_kind': unknown action kind 'weird'"
+
+
+def test_mu_law_exemptions_accept_the_observations_prefix():
+    """Catalogs may spell a field with or without "observations/": both must select it."""
+    tk = EpisodeTokenizer(TokenizeSettings(mu_law=True,
+                                           mu_law_exempt=("observations/proprio", "velocity")))
+    assert not tk.mu_law_for("proprio/joints") and not tk.mu_law_for("observations/proprio")
+    assert not tk.mu_law_for("observations/velocity") and not tk.mu_law_for("velocity")
+    assert tk.mu_law_for("observations/pos") and tk.mu_law_for("actions")
+
+
+def test_text_without_a_text_model_is_an_exact_error():
+    ep = make_episode({"t": np.array(["a cat"], dtype=object), "s": np.zeros((2, 1))},
+                      {"t": "text", "s": "continuous"}, np.zeros(2, np.int64))
+    assert _error(EpisodeTokenizer().tokenize, ep) == (
+        "episode 'ep' field 'observations/t': text observation but no text model was given "
+        "(TokenizeSettings.text_model)")
+
+
+def test_three_text_fields_interleave_per_step_like_the_reference():
+    """Several text fields are interleaved step by step in field order (per-step and
+    per-episode fields mixed): the running offset of each field must accumulate."""
+    ep = make_episode({"a": texts(4), "b": np.array(["stack"], dtype=object),
+                       "c": texts(7)[3:], "s": np.arange(4).reshape(4, 1)},
+                      {"a": "text", "b": "text", "c": "text", "s": "discrete"},
+                      np.arange(4))
+    tk = EpisodeTokenizer(TokenizeSettings(), text_model())
+    assert_same(tk.tokenize(ep), reference(ep, tk))
+
+
+def test_bad_text_and_image_fields_are_exact_errors():
+    tk = EpisodeTokenizer(TokenizeSettings(), text_model())
+    for shape, strings in (((3,), texts(3)), ((2, 1), texts(2).reshape(2, 1))):
+        ep = make_episode({"t": texts(2), "s": np.zeros((2, 1))}, {"t": "text", "s": "continuous"},
+                          np.zeros(2, np.int64))
+        ep = dataclasses.replace(ep, observations={**ep.observations, "t": strings})
+        assert _error(tk.tokenize, ep) == (
+            f"episode 'ep' field 'observations/t': text must be [1] (per episode) or [2] (per "
+            f"step), got {shape}")
+    ep = make_episode({"t": texts(2), "s": np.zeros((2, 1))}, {"t": "text", "s": "continuous"},
+                      np.zeros(2, np.int64))
+    ep = dataclasses.replace(ep, observations={**ep.observations,
+                                               "t": np.array(["a", 5], dtype=object)})
+    assert _error(tk.tokenize, ep) == "episode 'ep' field 'observations/t': entry 1 is int, not str"
+    img = make_episode({"cam": np.zeros((2, 16, 16), np.uint8)}, {"cam": "image"},
+                       np.zeros(2, np.int64))
+    img = dataclasses.replace(img, observations={"cam": np.zeros((2, 16, 16), np.float32)})
+    assert _error(tk.tokenize, img) == \
+        "episode 'ep' field 'observations/cam': images must be uint8, got float32"
+
+
+def test_an_episode_with_a_single_text_token_keeps_it():
+    ep = make_episode({"t": np.array(["a"], dtype=object), "s": np.zeros((2, 1))},
+                      {"t": "text", "s": "continuous"}, np.zeros(2, np.int64))
+    tk = EpisodeTokenizer(TokenizeSettings(), text_model())
+    assert len(text_model().encode("a")) == 1
+    tok = tk.tokenize(ep)
+    assert_same(tok, reference(ep, tk))
+    assert (tok.modality == Modality.TEXT).sum() == 1
+
+
+def test_observation_size_limit_is_exactly_int16():
+    """Local positions are int16: an observation of 32768 tokens fits (0..32767), one more is
+    an error, never a wrapped position."""
+    ok = make_episode({"s": np.zeros((1, 32768), np.int64)}, {"s": "discrete"},
+                      np.zeros(1, np.int64))
+    tok = EpisodeTokenizer().tokenize(ok)
+    assert tok.local_position.max() == 32767
+    big = make_episode({"s": np.zeros((1, 32769), np.int64)}, {"s": "discrete"},
+                       np.zeros(1, np.int64))
+    assert _error(EpisodeTokenizer().tokenize, big) == (
+        "episode 'ep': a timestep's observation has more than 32768 tokens (int16 local "
+        "positions)")
+
+
+def test_misshapen_fields_are_exact_errors():
+    ep = make_episode({"s": np.zeros((2, 1)), "z": np.zeros((2, 1))},
+                      {"s": "continuous", "z": "continuous"}, np.zeros(2, np.int64))
+    short = dataclasses.replace(ep, observations={"s": np.zeros((2, 1)), "z": np.zeros((3, 1))})
+    assert _error(EpisodeTokenizer().tokenize, short) == \
+        "episode 'ep' field 'observations/z': expected 2 steps on axis 0, got shape (3, 1)"
+
+
+def test_a_one_step_one_action_episode_decodes_its_action():
+    ep = make_episode({"s": np.zeros((1, 1))}, {"s": "continuous"}, np.array([[7]]))
+    assert decode_actions(EpisodeTokenizer().tokenize(ep)).tolist() == [[7]]

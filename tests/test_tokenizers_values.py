@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from trajcorpus.tokenizers import (
     SEPARATOR,
     TEXT_VOCAB_SIZE,
     M,
+    bin_centres,
     decode_continuous,
     encode_continuous,
     encode_discrete,
@@ -50,8 +52,20 @@ props = settings(max_examples=300, deadline=None)
 
 
 def test_scheme_constants_match_the_spec():
+    """Every constant of the scheme as a literal (SPEC 4 and 6): mutmut does not mutate
+    module-level assignments, so this is what guards scheme.py (docs/mutation-testing.md)."""
+    from trajcorpus.tokenizers import scheme
+
     assert (TEXT_VOCAB_SIZE, NUM_BINS, CONTINUOUS_OFFSET, SEPARATOR, MU, M) == (
         32000, 1024, 32000, 33024, 100, 256)
+    assert (scheme.DISCRETE_LIMIT, scheme.VOCAB_SIZE, scheme.PATCH, scheme.PATCH_SLOT,
+            scheme.PAD_TOKEN, scheme.NO_POSITION, scheme.PATCH_NORM_DIVISOR) == (
+        1024, 33025, 16, -1, 0, -1, 4.0)
+    assert [(m.name, int(m)) for m in scheme.Modality] == [
+        ("PAD", 0), ("TEXT", 1), ("IMAGE", 2), ("DISCRETE", 3), ("CONTINUOUS", 4),
+        ("SEPARATOR", 5), ("ACTION", 6)]
+    assert scheme.MODALITY_NAMES == ("pad", "text", "image", "discrete", "continuous",
+                                     "separator", "action")
 
 
 @props
@@ -212,3 +226,70 @@ def test_discrete_rejects_non_numbers():
 def test_decode_discrete_checks_the_range():
     with pytest.raises(TokenizeError, match="32000"):
         decode_discrete(np.array([1, 32000]))
+
+
+# --- found by mutation testing (docs/mutation-testing.md) -------------------------------------
+
+def _message(fn, *args, **kwargs) -> str:
+    with pytest.raises(TokenizeError) as err:
+        fn(*args, **kwargs)
+    return str(err.value)
+
+
+def test_value_errors_are_exact_one_line_messages():
+    """The whole message, default field names included: "where: why" naming field and index."""
+    assert _message(decode_continuous, np.array([1.5])) == \
+        "field 'tokens': tokens must be integers, got float64"
+    assert _message(decode_continuous, np.array([32000, 33024])) == \
+        "field 'tokens': token 33024 at index (1,) is not a continuous token [32000, 33024)"
+    assert _message(encode_discrete, np.array(["a"])) == \
+        "field 'value': discrete values must be integers, got dtype <U1"
+    assert _message(encode_discrete, np.array([0, 1024])) == (
+        "field 'value': discrete value 1024 at index (1,) is outside [0, 1024) (negative and "
+        "large values are never wrapped or clipped)")
+    assert re.fullmatch(r"field 'value': discrete value \S*0\.5\)? at index \(0,\) is not an "
+                        r"integer", _message(encode_discrete, np.array([0.5])))
+    assert _message(decode_discrete, np.array([1.0])) == \
+        "field 'tokens': tokens must be integers, got float64"
+    for tokens, shown in (([0, 1024], "token 1024 at index (1,)"),
+                          ([0, -1], "token -1 at index (1,)"),
+                          ([0, 2000], "token 2000 at index (1,)")):
+        assert _message(decode_discrete, np.array(tokens)) == \
+            f"field 'tokens': {shown} is not a discrete token [0, 1024)"
+    assert _message(decode_discrete, np.array([1.0]), field="act").startswith("field 'act': ")
+    assert _message(encode_discrete, np.array([-1]), field="act").startswith("field 'act': ")
+
+
+def test_value_dtypes_and_defaults():
+    assert encode_discrete(np.array([True, False])).dtype == np.int32
+    assert decode_discrete(np.array([3], np.int32)).dtype == np.int64
+    assert inverse_mu_law(np.array([0.5])).dtype == np.float64
+    assert inverse_mu_law(np.array([0.5]), dtype=np.float32).dtype == np.float32
+    assert bin_centres().dtype == np.float64 and bin_centres(np.float32).dtype == np.float32
+    assert bin_centres(np.float32)[0] == np.float32(0.5 / 512 - 1)
+    t = encode_continuous(np.array([-200.0, -0.3, 0.0, 7.0, 250.0]))
+    assert (decode_continuous(t) == decode_continuous(t, mu_law=True)).all()  # mu-law by default
+    assert not (decode_continuous(t) == decode_continuous(t, mu_law=False)).all()
+
+
+def test_continuous_work_precision_inputs_and_warnings():
+    """The SPEC formula runs in the value's own precision (float64 for integers), never writes
+    into the caller's array, and huge values clip without a floating-point warning."""
+    assert mu_law_transform(np.array([3], np.int16)).dtype == np.float64
+    assert mu_law_transform(np.array([3.0], np.float32)).dtype == np.float32
+    assert mu_law_transform(np.array([3.0], np.float32), dtype=np.float64).dtype == np.float64
+    for mu_law in (True, False):
+        x = np.array([0.5, -0.25, 3.0])
+        before = x.copy()
+        encode_continuous(x, mu_law)
+        assert (x == before).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huge = np.array([1e308, -1e308, np.inf])
+        assert encode_continuous(huge).tolist() == [33023, 32000, 33023]
+        assert encode_continuous(huge, False).tolist() == [33023, 32000, 33023]
+        assert mu_law_transform(np.array([1e308]))[0] == np.inf  # clipped to 1 by the encoder
+    assert _message(encode_continuous, np.array(["a"])) == \
+        "field 'value': continuous values must be numeric, got <U1"
+    assert _message(encode_continuous, np.array([np.nan])) == \
+        "field 'value': NaN at index (0,) cannot be tokenized"

@@ -144,8 +144,9 @@ def resize_weights(n_in: int, n_out: int, method: str) -> np.ndarray:
     """The [n_out, n_in] resampling matrix of one axis (float64, rows sum to 1).
 
     Output pixel i samples the filter around centre (i + 0.5) * n_in / n_out with its support
-    widened by the downscale factor (antialiasing), PIL's formulation, so results agree with
-    ``PIL.Image.resize`` to within one grey level.
+    widened by the downscale factor (antialiasing), PIL's formulation. PIL rounds these weights
+    to 2**22 and we to 2**16, so results agree with ``PIL.Image.resize`` to within one grey level
+    per resized axis (2 when both sides change; the reason is in docs/tokenization.md).
     """
     return _filter_weights(n_in, n_out, method).copy()
 
