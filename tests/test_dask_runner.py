@@ -283,6 +283,7 @@ def test_without_an_address_a_local_cluster_runs_and_is_stopped(tmp_path) -> Non
     _run("demo-d4rl", tmp_path / "dask", "DaskRunner", [])
     assert _tree(tmp_path / "dask") == _tree(tmp_path / "direct") and direct.files
     deadline = time.time() + 30
-    while {c.pid for c in psutil.Process().children(recursive=True)} - before:
-        assert time.time() < deadline, "the local cluster's processes outlived the run"
+    while left := [" ".join(c.cmdline()) for c in psutil.Process().children(recursive=True)
+                   if c.pid not in before and "resource_tracker" not in " ".join(c.cmdline())]:
+        assert time.time() < deadline, f"the local cluster's processes outlived the run: {left}"
         time.sleep(0.5)

@@ -171,9 +171,10 @@ class _GraphBuilder(PipelineVisitor):
 
     def _side_input(self, si: Any) -> SideInputMap:
         live = self._live()
-        persisted = self.client.persist([self.bags[node] for node in live])
+        persisted = self.client.persist([self.bags[node] for node in live],
+                                       optimize_graph=False)
         self.bags.update(zip(live, persisted, strict=True))
-        values = self.client.compute(self.bag_of(si.pvalue)).result()
+        values = self.client.compute(self.bag_of(si.pvalue), optimize_graph=False).result()
         self.side_inputs_computed += 1
         window_fn = si._window_mapping_fn
         return SideInputMap(type(si), si._view_options(),
@@ -304,7 +305,7 @@ class JobDaskRunner(DaskRunner):
             builder = _GraphBuilder(client, bag_kwargs, consumers.count)
             pipeline.visit(builder)
             result.builder = builder
-            result.futures = [client.compute(builder.bags[builder.last])]
+            result.futures = [client.compute(builder.bags[builder.last], optimize_graph=False)]
         except BaseException:
             result.close()
             raise
