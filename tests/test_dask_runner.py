@@ -197,9 +197,11 @@ def test_a_worker_killed_mid_job_is_survived_with_identical_output(tmp_path) -> 
 def test_output_the_workers_cannot_see_is_refused(cluster) -> None:
     # memory:// lives in one process: the driver's probe file is invisible to the workers, as a
     # disk local to the driver's machine is to workers on other machines
-    with pytest.raises(TrajcorpusError, match="not visible to 2 of 2 dask worker"):
+    # (and the cluster is found through its scheduler file, the SLURM way)
+    with pytest.raises(TrajcorpusError, match="not visible to 2 of 2 dask worker") as e:
         _run("demo-minari", "memory://trajcorpus-dask/out", "DaskRunner",
-             [f"--dask_client_address={cluster.address}"])
+             [f"--dask_scheduler_file={cluster.scheduler_file}"])
+    assert "\n" not in str(e.value) and "shared file system" in str(e.value)
 
 
 def test_unreachable_scheduler_is_a_one_line_error(tmp_path) -> None:
