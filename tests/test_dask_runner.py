@@ -252,6 +252,12 @@ def test_tagged_outputs_stay_apart_and_side_inputs_do_not_rerun_their_producer(
     odds = ["1", "3", "5", "7", "9"]
     assert eval(out.read_text()) == [(x, 285, odds) for x in range(10)]
     assert sorted(int(x) for x in log.read_text().split()) == list(range(10))  # once each
+    # every worker got the malloc tuning (the nanny's trim threshold made reads 2.2x slower)
+    from distributed import Client
+
+    with Client(cluster.address, timeout=60) as client:
+        tuned = client.run(lambda dask_worker: "trajcorpus-malloc-tuning" in dask_worker.plugins)
+    assert len(tuned) == 2 and all(tuned.values())
 
 
 def test_worker_errors_reach_the_driver_whole(cluster) -> None:
