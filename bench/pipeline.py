@@ -2,6 +2,7 @@
 
     .venv/bin/python -P bench/pipeline.py                      # synthesise if needed, then run
     .venv/bin/python -P bench/pipeline.py --checkpoints 4 --slots 250000 --workers 2
+    .venv/bin/python -P bench/pipeline.py --runners DirectRunner,DaskRunner --skip-baseline
 
 Data: DQN Replay checkpoints in Dopamine's on-disk format, synthesised by ``bench/read_dqn.py``'s
 ``synthesize`` (the real Pong fixture's slots tiled, gzip level 9) under ``bench/data/pipeline/``
@@ -11,7 +12,8 @@ so their peak memory compares 1x and Nx the transitions with the same parallelis
 (e.g. the real 1M-slot Dopamine checkpoint ``bench/data/dopamine/Pong/1``: one unit).
 
 Each measurement runs in a fresh child process; peak RSS is sampled every 0.1 s over the child and
-all its descendants (the DirectRunner's worker processes), summed. The baseline is the same work
+all its descendants (the DirectRunner's worker processes, or the DaskRunner's local cluster:
+``--workers`` single-threaded worker processes started for the run), summed, and per process. The baseline is the same work
 with the same library functions in one plain Python loop (read, tokenize, cut windows, spill,
 filter, prompt candidates, prompts, Parquet shards by the same byte target), no Beam.
 """
@@ -129,25 +131,44 @@ def _catalog(run_dir: Path, work: Path) -> Path:
 
 # --- children ----------------------------------------------------------------------------------
 
+def _local_dask_cluster(workers: int) -> None:
+    """Size the job's own local cluster: ``workers`` single-threaded processes, like the
+    DirectRunner's (the job's default is one per core)."""
+    import dask.distributed as ddist
+
+    real = ddist.LocalCluster
+
+    def sized(*args, **kwargs):
+        kwargs["n_workers"] = workers
+        return real(*args, **kwargs)
+
+    ddist.LocalCluster = sized
+
+
 def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: int,
-              min_shards: int) -> dict:
+              min_shards: int, runner: str = "DirectRunner") -> dict:
     from trajcorpus.pipelines import run_job
 
     cat = _catalog(run_dir, work)
+    if runner == "DaskRunner":
+        _local_dask_cluster(workers)
+        args = []
+    else:
+        args = [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     rss = TreeRss()
     rss.start()
     t = time.perf_counter()
     res = run_job(catalog=str(cat), dataset="bench-dqn", output=str(work / "out"), fmt=fmt,
-                  beam_args=[f"--direct_num_workers={workers}",
-                             "--direct_running_mode=multi_processing",
-                             f"--shard_bytes={shard_bytes}", f"--min_shards={min_shards}"],
+                  runner=runner, beam_args=[*args, f"--shard_bytes={shard_bytes}",
+                                            f"--min_shards={min_shards}"],
                   progress=True)
     seconds = time.perf_counter() - t
     rss.stop()
     steps = rejected_steps = 0
     for line in (work / "out" / "audit" / "bench-dqn.episodes.jsonl").read_text().splitlines():
         steps += json.loads(line)["length"]
-    return {"seconds": seconds, "steps": steps, "episodes": res.total("read"),
+    return {"runner": runner, "seconds": seconds, "steps": steps,
+            "episodes": res.total("read"),
             "rejected": res.total("rejected"), "kept": res.total("kept"),
             "sequences": res.total("sequences"), "bytes": sum(f["bytes"] for f in res.files),
             "files": len(res.files), "peak_rss_mb": rss.peak_kb / 1024,
@@ -259,13 +280,14 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int, min_shards: int) -> 
 
 
 def run_child(kind: str, run_dir: Path, workers: int, fmt: str, shard_bytes: int,
-              min_shards: int) -> dict:
+              min_shards: int, runner: str = "DirectRunner") -> dict:
     work = Path(f"/tmp/trajcorpus-bench-{kind}-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     cmd = [sys.executable, "-P", __file__, "--child", kind, "--run-dir", str(run_dir),
            "--workers", str(workers), "--format", fmt, "--work", str(work),
-           "--shard-bytes", str(shard_bytes), "--min-shards", str(min_shards)]
+           "--shard-bytes", str(shard_bytes), "--min-shards", str(min_shards),
+           "--runners", runner]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     shutil.rmtree(work, ignore_errors=True)
     return json.loads(out.strip().splitlines()[-1])
@@ -287,11 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard-bytes", type=int, default=256 << 20, help="the job's --shard_bytes")
     p.add_argument("--min-shards", type=int, default=16, help="the job's --min_shards")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--runners", default="DirectRunner",
+                   help="comma-separated: DirectRunner, DaskRunner (a local cluster of --workers)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
-        res = (child_job(a.run_dir, a.work, a.workers, a.format, a.shard_bytes, a.min_shards)
+        res = (child_job(a.run_dir, a.work, a.workers, a.format, a.shard_bytes, a.min_shards,
+                         a.runners)
                if a.child == "job" else
                child_loop(a.run_dir, a.work, a.shard_bytes, a.min_shards))
         print(json.dumps(res))
@@ -303,31 +328,44 @@ def main(argv: list[str] | None = None) -> int:
         small, large = ensure_data(a.slots, a.checkpoints)
         corpora = {"small": small, "large": large}
     rows = {}
+    runners = a.runners.split(",")
     for name, run_dir in corpora.items():
-        job = run_child("job", run_dir, a.workers, a.format, a.shard_bytes, a.min_shards)
-        row = {"job": job}
+        row = {}
+        for runner in runners:
+            row[runner] = job = run_child("job", run_dir, a.workers, a.format, a.shard_bytes,
+                                          a.min_shards, runner)
+            _print_job(f"{name} {runner}", job)
+        row["job"] = row[runners[0]]
         if not a.skip_baseline:
             row["loop"] = run_child("loop", run_dir, 1, "parquet", a.shard_bytes, a.min_shards)
         rows[name] = row
-        j = job
-        print(f"{name}: {j['steps']:,} transitions, job {j['seconds']:.1f}s = "
-              f"{j['steps'] / j['seconds']:,.0f}/s, peak RSS {j['peak_rss_mb']:.0f} MB (tree), "
-              f"{j['peak_rss_driver_mb']:.0f} MB (driver), {j['peak_rss_worker_mb']:.0f} MB "
-              f"(largest worker); {j['sequences']:,} sequences, "
-              f"{j['bytes'] / 1e6:.1f} MB in {j['files']} file(s)", flush=True)
+        j = row["job"]
+        for runner in runners[1:]:
+            o = row[runner]
+            print(f"{name}: {runner}/{runners[0]} throughput "
+                  f"{j['seconds'] / o['seconds']:.2f}x, largest worker peak RSS "
+                  f"{o['peak_rss_worker_mb'] / j['peak_rss_worker_mb']:.2f}x", flush=True)
         if "loop" in row:
             lp = row["loop"]
             print(f"{name}: plain loop {lp['seconds']:.1f}s = {lp['steps'] / lp['seconds']:,.0f}/s,"
                   f" peak RSS {lp['peak_rss_mb']:.0f} MB; job/loop throughput "
                   f"{lp['seconds'] / j['seconds']:.2f}x", flush=True)
-    if "small" in rows and "large" in rows:
-        s, g = rows["small"]["job"], rows["large"]["job"]
-        print(f"peak RSS growth {s['steps']:,} -> {g['steps']:,} transitions: "
+    for runner in runners if "small" in rows and "large" in rows else ():
+        s, g = rows["small"][runner], rows["large"][runner]
+        print(f"{runner}: peak RSS growth {s['steps']:,} -> {g['steps']:,} transitions: "
               f"{g['peak_rss_mb'] / s['peak_rss_mb']:.2f}x (tree), "
               f"{g['peak_rss_driver_mb'] / s['peak_rss_driver_mb']:.2f}x (driver), "
               f"{g['peak_rss_worker_mb'] / s['peak_rss_worker_mb']:.2f}x (largest worker)")
     print(json.dumps(rows))
     return 0
+
+
+def _print_job(name: str, j: dict) -> None:
+    print(f"{name}: {j['steps']:,} transitions, job {j['seconds']:.1f}s = "
+          f"{j['steps'] / j['seconds']:,.0f}/s, peak RSS {j['peak_rss_mb']:.0f} MB (tree), "
+          f"{j['peak_rss_driver_mb']:.0f} MB (driver), {j['peak_rss_worker_mb']:.0f} MB "
+          f"(largest worker); {j['sequences']:,} sequences, "
+          f"{j['bytes'] / 1e6:.1f} MB in {j['files']} file(s)", flush=True)
 
 
 if __name__ == "__main__":

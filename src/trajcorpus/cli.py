@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--format", choices=("webdataset", "parquet", "both"), default="both")
     run.add_argument("--runner", default="DirectRunner",
-                     choices=("DirectRunner", "DataflowRunner"))
+                     choices=("DirectRunner", "DataflowRunner", "DaskRunner"))
     run.add_argument("--quiet", action="store_true", help="no progress display")
 
     eps = sub.add_parser("episodes", help="list the episodes a source yields")

@@ -135,9 +135,9 @@ def pipeline_options(runner: str, beam_args: Sequence[str]) -> PipelineOptions:
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
     elif runner == "DataflowRunner":
         args.append("--runner=DataflowRunner")
-    else:
+    elif runner != "DaskRunner":
         raise TrajcorpusError("--runner", f"unknown runner {runner!r} "
-                              "(DirectRunner or DataflowRunner)")
+                              "(DirectRunner, DataflowRunner or DaskRunner)")
     return PipelineOptions(args)
 
 
@@ -165,15 +165,21 @@ def limit_malloc_arenas() -> None:
         pass
 
 
-def _runner(runner: str) -> Any:
+def _runner(runner: str, spec: JobSpec | None = None) -> Any:
     """The DirectRunner is pinned to Beam's FnApiRunner: Beam 2.77's DirectRunner would first try
-    the Prism runner, which downloads a Go binary (impossible offline)."""
+    the Prism runner, which downloads a Go binary (impossible offline). The DaskRunner is Beam's
+    with the fixes of :mod:`.dask_runner`: one partition per unit, a spill folder every worker
+    must see."""
     if runner == "DirectRunner":
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         limit_malloc_arenas()  # before the runner starts its worker processes
 
         return FnApiRunner()
+    if runner == "DaskRunner":
+        from .dask_runner import JobDaskRunner
+
+        return JobDaskRunner(spec.num_units if spec else None, spec.tmp if spec else None)
     return None  # taken from --runner
 
 
@@ -437,7 +443,7 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
         fs.remove(spec.tmp)
         fs.makedirs(fs.join(spec.tmp, "units"))
 
-    p = beam.Pipeline(runner=_runner(runner), options=options)
+    p = beam.Pipeline(runner=_runner(runner, None if dry_run else spec), options=options)
     build_pipeline(p, spec, units, text_model, train_text)
     mode = options.view_as(DirectOptions)
     say(spec, f"running on {runner}" + (
