@@ -60,6 +60,10 @@ class TorchShardDataset(IterableDataset):
                  normalize: bool = False, pad_patches_to: int | None = None,
                  channels: int | None = None):
         super().__init__()
+        if not isinstance(dataset, (ShardDataset, Mixture)):  # e.g. a path: fail here, not later
+            raise ShardError(repr(dataset)[:200], "TorchShardDataset reads a ShardDataset or "
+                             "Mixture, e.g. TorchShardDataset(ShardDataset(OUT, CONFIG), "
+                             f"batch_size=32), not a {type(dataset).__name__}")
         dr, dw = _distributed()
         self.dataset = dataset
         self.batch_size, self.drop_last = batch_size, drop_last
