@@ -20,7 +20,12 @@ DEV_STAMP := $(VENV)/.dev-stamp
 
 # The interpreter must be one apache-beam ships wheels for; a venv made by another one is rebuilt.
 check-python:
-	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; ok = "$(SUPPORTED)".split(); sys.exit(0 if v in ok else "$(PYTHON) is Python " + v + ": trajcorpus needs one of " + ", ".join(ok) + " (pass PYTHON=/path/to/python3.X)")'
+	@v=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	case " $(SUPPORTED) " in \
+	  *" $$v "*) ;; \
+	  *) if [ -n "$$v" ]; then what="Python $$v"; else what="not a working Python"; fi; \
+	     echo "$(PYTHON) is $$what: trajcorpus needs Python $(SUPPORTED) (pass PYTHON=/path/to/python3.X)" >&2; exit 1 ;; \
+	esac
 	@want=$$($(PYTHON) -c 'import sys; print(sys.version.split()[0])'); \
 	have=$$($(PY) -c 'import sys; print(sys.version.split()[0])' 2>/dev/null || true); \
 	if [ -n "$$have" ] && [ "$$have" != "$$want" ]; then \

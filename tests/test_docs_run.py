@@ -197,3 +197,12 @@ def test_returns_histogram_bars_have_edges_and_integer_axes_on_a_tiny_task():
         ticks = [t for t in axis.get_ticklocs() if axis.get_view_interval()[0] <= t
                  <= axis.get_view_interval()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+@needs_torch
+def test_torch_dataset_refuses_a_path_when_built_not_when_iterated():
+    from trajcorpus.errors import ShardError
+    from trajcorpus.shards import TorchShardDataset
+
+    with pytest.raises(ShardError, match=r"'demo-out': TorchShardDataset reads a ShardDataset"):
+        TorchShardDataset("demo-out", batch_size=4)
