@@ -28,7 +28,8 @@ DOCS = ["README.md", "docs/architecture.md", "docs/dataset-card.md", "docs/outpu
         "docs/running-on-dataflow.md", "docs/tokenization.md"]
 DEMO_CONFIGS = ["demo-d4rl", "demo-rlds"]  # the configs the docs' snippets load
 FENCE = re.compile(r"^(`{3,})([^\n`]*)\n(.*?)^\1[ \t]*$", re.M | re.S)
-KINDS = {"bash", "python", "python torch", "text", "yaml", "bash network", "python network"}
+KINDS = {"bash", "python", "python torch", "text", "yaml", "json", "bash network",
+         "python network"}
 try:
     import torch  # noqa: F401  (the optional torch extra)
     HAVE_TORCH = True
