@@ -321,3 +321,26 @@ def test_publish_uploads_local_inputs_as_a_marker(finished, tmp_path):
     assert "--input '<local>/hopper-mixed-v2.hdf5'" in info["command"]
     assert str(REPO) not in files["manifest.json"].decode()
     assert str(REPO) not in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("dataset", "sub", "dropped"), [
+    ("dqn-replay-atari", "atari_dqn_replay/Pong/1", ["games", "runs"]),
+    ("dqn-replay-atari", "atari_dqn_replay/Pong/1/replay_logs", ["games", "runs"]),
+    ("demo-minari", "mujoco/minari/trajcorpus-fixtures/halfcheetah/mixed-v0", ["datasets"]),
+])
+def test_selection_options_are_dropped_for_one_dataset_only(capsys, dataset, sub, dropped):
+    from trajcorpus.pipelines.inputs import reader_options
+    from trajcorpus.schemas.catalog import load_catalog
+
+    entry = load_catalog(CATALOG).get(dataset)
+    one = str(FIX / sub)
+    options = reader_options(entry, one, True, {"episodes_per_unit": 5})
+    assert not set(dropped) & set(options) and options["episodes_per_unit"] == 5
+    err = capsys.readouterr().err
+    assert f"{one} is one {entry.kind} dataset: read as such" in err
+    assert all(f"options.{k}" in err for k in dropped)
+    # a root keeps them, as does an input named by the catalog itself
+    root = str(FIX / sub.split("/")[0])
+    assert set(dropped) <= set(reader_options(entry, root, True, None))
+    assert set(dropped) <= set(reader_options(entry, one, False, None))
+    assert capsys.readouterr().err == ""
