@@ -258,73 +258,6 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
-def _supervise_run(argv: Sequence[str], args: argparse.Namespace) -> int:
-    """Run the job in a child process group and relay its output.
-
-    Why: Ctrl-C then reaches only this process, which stops the whole job group at once (no
-    worker tracebacks), and a reader that goes away (``| head``) only makes this process drop
-    the rest of the output: the job itself never writes to a closed pipe, so it never hangs.
-    """
-    import signal
-    import subprocess
-    import threading
-
-    from .pipelines.job import TMP_DIR
-
-    env = {**os.environ, _CHILD_ENV: "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "trajcorpus", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    relays = [threading.Thread(target=_relay, args=(pipe, fd), daemon=True)
-              for pipe, fd in ((proc.stdout, 1), (proc.stderr, 2))]
-    for t in relays:
-        t.start()
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        _stop_group(proc, signal)
-        staging = f"{args.output.rstrip('/')}/{TMP_DIR}/{args.dataset}"
-        _say_line(f"trajcorpus: interrupted: the job was stopped; its staging folder {staging} "
-                  f"was left and the next run of {args.dataset} into {args.output} cleans it")
-        return 130
-    for t in relays:
-        t.join()
-    return code
-
-
-def _relay(pipe: Any, fd: int) -> None:
-    """Copy the child's output to ``fd``; once ``fd`` is closed, keep draining, silently."""
-    open_ = True
-    while chunk := pipe.read1(65536):
-        if open_:
-            try:
-                os.write(fd, chunk)
-            except OSError:
-                open_ = False
-
-
-def _stop_group(proc: Any, signal: Any) -> None:
-    import subprocess
-
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _say_line(line: str) -> None:
-    try:
-        print(line, file=sys.stderr, flush=True)
-    except OSError:
-        pass
-
-
 def _cmd_verify(args: argparse.Namespace) -> int:
     from . import fs
     from .errors import ShardError
@@ -391,7 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_beam_args(extra, _own_options(parser, "run"))
             _parse_options(args.option)
             if console and os.environ.get(_CHILD_ENV) != "1":
-                return _supervise_run(argv, args)
+                from .supervise import supervise_run
+
+                return supervise_run(argv, args.output, args.dataset, _CHILD_ENV)
             return _cmd_run(args, extra)
         if args.command == "verify":
             return _cmd_verify(args)
