@@ -112,8 +112,9 @@ def test_doc_and_card_torch_snippets_run(workspace):
     found += [(f"card:{line}", body) for kind, body, line in blocks(card)
               if kind == "python torch"]
     assert len(found) >= 2
-    for where, body in found:
-        execute("python", body, workspace, where)
+    for where, body in found:  # the card's snippets run from inside the folder
+        execute("python", body, workspace / "demo-out" if where.startswith("card:")
+                else workspace, where)
 
 
 def test_docs_cite_only_files_in_the_repository():
@@ -137,9 +138,10 @@ def test_generated_card_snippets_run(workspace):
     found = blocks(card)
     assert {k for k, _, _ in found} <= KINDS
     ran = 0
-    for kind, body, line in found:
+    for kind, body, line in found:  # python from inside the folder, commands from the clone
         if kind in ("bash", "python"):
-            execute(kind, body, workspace, f"demo-out/README.md:{line}")
+            cwd = workspace / "demo-out" if kind == "python" else workspace
+            execute(kind, body, cwd, f"demo-out/README.md:{line}")
             ran += 1
     assert ran >= 4
     # the card's rebuild commands wrote OUT: byte for byte what the demo wrote

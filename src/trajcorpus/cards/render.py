@@ -20,7 +20,7 @@ from .checks import Check, sequence_length
 from .inputs import MODALITY_NAMES, CardInputs, ConfigInputs, lookup
 from .metadata import files_for
 from .shardio import ShardScan
-from .snippets import loading_snippets, out_name
+from .snippets import loading_snippets
 
 __all__ = ["ConfigCard", "CardModel", "render_body", "MAX_FILES_LISTED", "KIND_FORMATS",
            "anchor"]
@@ -390,11 +390,10 @@ def _loading(m: CardModel) -> str:
     tar_configs = [c.cfg.name for c in m.configs
                    if any(f.format == "webdataset" for f in c.cfg.files)
                    and "webdataset" not in fmts]
-    code = loading_snippets(out_name(m.inputs.out), first,
-                            tar_configs[0] if tar_configs else None, m.flat_patches)
+    code = loading_snippets(first, tar_configs[0] if tar_configs else None, m.flat_patches)
     parts = [
         "## How to load", "",
-        f"Configs: {listed}. The snippets run from the folder that holds this one. With "
+        f"Configs: {listed}. The snippets run from inside this folder. With "
         "`datasets` (locally, or from the hub once uploaded with `trajcorpus publish OUT "
         "--repo ORG/NAME`):", "",
         _code(code["datasets"], "python"),

@@ -3,21 +3,13 @@ README show the same calls (tests/test_docs_run.py runs all of them against a de
 
 from __future__ import annotations
 
-__all__ = ["out_name", "loading_snippets"]
+__all__ = ["loading_snippets"]
 
 
-def out_name(out: str) -> str:
-    """How the card's snippets name this folder: its own name (they run from its parent
-    folder) or, for a bucket, its URI; never the builder's absolute path."""
-    if "://" in out and not out.startswith("file://"):
-        return out.rstrip("/")
-    return out.rstrip("/").rsplit("/", 1)[-1] or "."
-
-
-def loading_snippets(out: str, config: str, tar_config: str | None,
-                     flat_patches: bool) -> dict[str, str]:
-    """The loading snippets of the card; docs/output-format.md shows the same calls."""
-    head = f'OUT = "{out}"  # this folder (after trajcorpus publish: "ORG/NAME" on the hub)\n'
+def loading_snippets(config: str, tar_config: str | None, flat_patches: bool) -> dict[str, str]:
+    """The loading snippets of the card; docs/output-format.md shows the same calls. They name
+    the folder ``"."`` (they run from inside it), so the card does not depend on where it is."""
+    head = 'OUT = "."  # this folder (after trajcorpus publish: "ORG/NAME" on the hub)\n'
     snippets = {
         "datasets": "import numpy as np\nfrom datasets import load_dataset\n\n" + head
         + f'ds = load_dataset(OUT, "{config}", split="train", streaming=True)\n'
