@@ -279,8 +279,9 @@ def test_the_cards_loading_snippets_run(out_dir):
     assert len(blocks) == 3 and "```python torch\n" in text
     for code in blocks:
         scope: dict = {}
-        assert 'OUT = "."' in code  # this folder: the snippets run from inside it
-        exec(code.replace('OUT = "."', f"OUT = {str(root)!r}")
+        here = 'OUT = os.path.abspath(".")'
+        assert here in code  # this folder: the snippets run from inside it
+        exec(code.replace(here, f"OUT = {str(root)!r}")
              .replace("    ...", "    break"), scope)
     first = min(expected["demo-atari"]["examples"], key=lambda e: e["__key__"])
     np.testing.assert_array_equal(scope["batch"]["tokens"][0], first["tokens"])
