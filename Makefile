@@ -1,25 +1,72 @@
-# The README's two commands: `make demo` and `make test`. Both create .venv on first use.
+# The README's two commands: `make demo` and `make test`. Both create $(VENV) on first use.
+#
+#   make demo                       runtime dependencies only, then the job on every bundled corpus
+#   make test                       + the dev tools (pytest, ruff, ...), then ruff and the tests
+#   make test PYTHON=python3.13 VENV=.venv313     another interpreter, in its own venv
+#
+# TORCH (for `make test`): auto = install torch only from a wheel already on this machine (pip's
+# find-links), else its tests are skipped and say so; 1 = install the `torch` extra (pip may
+# download it: the PyPI Linux wheel is the CUDA build, several GB); 0 = never.
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-out
+TORCH ?= auto
+PY := $(VENV)/bin/python
+SUPPORTED := 3.10 3.11 3.12 3.13 3.14
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint check-python clean
 
-$(STAMP): pyproject.toml
+# The interpreter must be one apache-beam ships wheels for; a venv made by another one is rebuilt.
+check-python:
+	@v=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	case " $(SUPPORTED) " in \
+	  *" $$v "*) ;; \
+	  *) if [ -n "$$v" ]; then what="Python $$v"; else what="not a working Python"; fi; \
+	     echo "$(PYTHON) is $$what: trajcorpus needs Python $(SUPPORTED) (pass PYTHON=/path/to/python3.X)" >&2; exit 1 ;; \
+	esac
+	@want=$$($(PYTHON) -c 'import sys; print(sys.version.split()[0])'); \
+	have=$$($(PY) -c 'import sys; print(sys.version.split()[0])' 2>/dev/null || true); \
+	if [ -n "$$have" ] && [ "$$have" != "$$want" ]; then \
+		echo "$(VENV) was made by Python $$have, PYTHON is $$want: rebuilding $(VENV)"; \
+		rm -rf $(VENV); \
+	elif [ -d $(VENV) ] && [ -z "$$have" ]; then \
+		echo "$(VENV) is broken (no working $(PY)): rebuilding it"; \
+		rm -rf $(VENV); \
+	fi
+
+$(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install --upgrade pip
 
-venv: $(STAMP)
+$(RUNTIME_STAMP): pyproject.toml | $(VENV)/pyvenv.cfg
+	$(PY) -m pip install --progress-bar on -e .
+	touch $@
 
-demo: $(STAMP)
-	$(PY) -m trajcorpus.pipelines.demo --output $(DEMO_OUT)
+$(DEV_STAMP): pyproject.toml $(RUNTIME_STAMP)
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	@case "$(TORCH)" in \
+	  1) $(PY) -m pip install --progress-bar on -e '.[torch]' ;; \
+	  0) echo "TORCH=0: torch not installed; its tests will be skipped" ;; \
+	  *) if $(PY) -m pip install --no-index --no-deps torch 2>/dev/null; then \
+	       $(PY) -m pip install -e '.[torch]'; \
+	     else \
+	       echo "torch: no wheel for this Python on this machine; its tests will be skipped (make test TORCH=1 downloads it)"; \
+	     fi ;; \
+	esac
+	touch $@
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+venv: check-python
+	@$(MAKE) --no-print-directory $(RUNTIME_STAMP)
+
+demo: check-python
+	@$(MAKE) --no-print-directory $(RUNTIME_STAMP)
+	$(PY) -m trajcorpus.pipelines.demo --output $(DEMO_OUT) --overwrite
+
+lint: check-python
+	@$(MAKE) --no-print-directory $(DEV_STAMP)
+	$(VENV)/bin/ruff check src tests bench examples
 
 test: lint
 	$(PY) -m pytest -q

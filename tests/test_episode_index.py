@@ -71,7 +71,7 @@ def build(out: Path, examples: list[dict], config: str = "c") -> None:
                                      shard_relpath(config, "train", fmt, i, NUM_SHARDS), fmt))
             if j == 0:
                 tap.write(staging, config)
-    entry = merge_index(staging, str(out), config, "train", NUM_SHARDS)
+    entry = merge_index(staging, str(out), config, "train", range(NUM_SHARDS))
     write_manifest(str(out), files, config, {"catalog_entry": {"id": config}, "index": entry})
 
 

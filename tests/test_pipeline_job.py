@@ -24,6 +24,7 @@ from trajcorpus.errors import SourceError, TrajcorpusError
 from trajcorpus.pipelines import run_job
 from trajcorpus.pipelines.audit import AUDIT_KEYS
 from trajcorpus.schemas.catalog import load_catalog
+from trajcorpus.shards.hub import public_info
 from trajcorpus.sources import base as source_base
 from trajcorpus.sources import open_source
 from trajcorpus.tokenizers import EpisodeTokenizer
@@ -302,7 +303,8 @@ def test_manifest_records_the_run(run_a, work) -> None:
     assert info["settings"]["min_shards"] == 16
     assert f"--dataset hop --input {info['catalog_entry']['uri']} " in cmd
     readme = (work / "a/README.md").read_text()
-    assert cmd in readme  # the card's "how to rebuild" shows the recorded command
+    # the card's "how to rebuild" shows the recorded command, local input reduced to a marker
+    assert public_info(info)["command"] in readme and str(MINARI_ROOT) not in readme
     assert {f["format"] for f in manifest["files"]} == {"parquet", "webdataset"}
     assert not (work / "a/.trajcorpus-tmp").exists()
     assert (work / "a/README.md").exists()
@@ -356,7 +358,8 @@ def test_bad_episodes_are_quarantined_and_counted(work, monkeypatch) -> None:
 
 def test_a_timestep_longer_than_L_quarantines_its_episode(work) -> None:
     """80x80 frames are 25 patch slots + separator + action = 27 tokens > L = 16: every episode
-    is rejected with a reason naming it, and the job still finishes (with one empty shard)."""
+    is rejected with a reason naming it, and the job still finishes (with no shard: never an
+    empty one) and its card."""
     res = _run(work, "tiny", work / "tiny", fmt="both")
     gt = json.loads((FIX / "atari_dqn_replay/Pong/1/ground_truth.json").read_text())
     audit = json.loads((work / "tiny/audit/tiny.json").read_text())
@@ -367,9 +370,10 @@ def test_a_timestep_longer_than_L_quarantines_its_episode(work) -> None:
     assert all("has 27 tokens, more than the sequence length L=16" in r["reason"]
                and "episode" in r["reason"] for r in rejected)
     assert len({r["location"] for r in rejected}) == len(rejected)
-    assert sorted(f["path"] for f in res.files) == ["data/tiny/train-00000-of-00001.parquet",
-                                                    "data/tiny/train-00000-of-00001.tar.gz"]
-    assert all(f["examples"] == 0 for f in res.files)
+    assert res.files == [] and not (work / "tiny/data/tiny").exists()
+    manifest = json.loads((work / "tiny/manifest.json").read_text())
+    assert manifest["files"] == [] and manifest["configs"]["tiny"]["info"]["num_shards"] == 0
+    assert (work / "tiny/README.md").exists()
 
 
 # --- vision-language, text model, gs:// output, re-runs --------------------------------------------

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from test_shards_synth import assert_same_example, make_examples
 from trajcorpus.errors import ShardError
@@ -21,8 +20,6 @@ from trajcorpus.shards import (
     NumpyLoader,
     ShardDataset,
     ShardRef,
-    StatefulLoader,
-    TorchShardDataset,
     collate,
     shard_relpath,
     write_manifest,
@@ -31,6 +28,14 @@ from trajcorpus.shards import (
 from trajcorpus.shards.epoch import EpochPlan
 from trajcorpus.shards.stream import consumer_span
 from trajcorpus.tokenizers import normalize_patches
+
+try:
+    import torch  # the optional `torch` extra (the Makefile installs it when it can)
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(
+    torch is None, reason="needs the optional torch extra: pip install -e '.[torch]' (make test "
+    "TORCH=1); the NumPy loader tests cover the same streams without it")
 
 COUNTS = [5, 3, 8, 1, 6, 4, 7]  # 7 uneven shards, 34 examples
 FORMATS = ("parquet", "webdataset")
@@ -120,8 +125,11 @@ def test_numpy_loader_round_trip(corpus, fmt):
         assert seen == sorted(seen)  # no shuffle: file order
 
 
+@needs_torch
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_torch_batches_round_trip(corpus, fmt):
+    from trajcorpus.shards import TorchShardDataset
+
     out, truth = corpus
     tds = TorchShardDataset(ShardDataset(str(out), "gray", fmt=fmt), batch_size=4,
                             shuffle_buffer=6, seed=3)
@@ -137,8 +145,11 @@ def test_torch_batches_round_trip(corpus, fmt):
 
 # --------------------------------------------------------------------------- exactly once
 
+@needs_torch
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_exactly_once_two_nodes_three_workers(corpus, fmt):
+    from trajcorpus.shards import TorchShardDataset
+
     out, truth = corpus
     ds = ShardDataset(str(out), "gray", fmt=fmt)
     per_rank = []
@@ -196,7 +207,10 @@ def test_numpy_resume_equals_uninterrupted(corpus, fmt):
         bad.load_state_dict(state)
 
 
+@needs_torch
 def test_torch_resume_equals_uninterrupted_with_workers(corpus):
+    from trajcorpus.shards import StatefulLoader, TorchShardDataset
+
     out, _ = corpus
     ds = ShardDataset(str(out), "gray")
 
@@ -269,13 +283,22 @@ def test_mixture_is_weighted_deterministic_and_resumable(corpus):
     again = NumpyLoader(mix, **kw)
     again.load_state_dict(state)
     assert head + keys_of(draws(63, again)) == keys
+    with pytest.raises(ShardError, match="weights"):
+        Mixture([ShardDataset(str(out), "gray")], weights=[-1.0])
+
+
+@needs_torch
+def test_mixture_with_torch_workers(corpus):
+    from trajcorpus.shards import TorchShardDataset
+
+    out, _ = corpus
+    mix = Mixture([ShardDataset(str(out), "gray"), ShardDataset(str(out), "rgb")],
+                  weights={"gray": 3.0, "rgb": 1.0})
     # torch workers: every worker draws its own share of the same mixture
     tds = TorchShardDataset(mix, batch_size=4, seed=11, shuffle_buffer=4, channels=3)
     it = iter(tds.loader(num_workers=2))
     got = keys_of(next(it) for _ in range(20))
     assert {k[0] for k in got} == {"g", "r"}
-    with pytest.raises(ShardError, match="weights"):
-        Mixture([ShardDataset(str(out), "gray")], weights=[-1.0])
 
 
 # --------------------------------------------------------------------------- collation
@@ -400,6 +423,13 @@ def test_readers_over_gcs(corpus, gcs):
             assert sorted(e["__key__"] for e in got) == sorted(k for k in truth if k[0] == "g")
             for ex in got:
                 assert_same_example(ex, truth[ex["__key__"]])
+
+
+@needs_torch
+def test_torch_reader_over_gcs(corpus, gcs):
+    from trajcorpus.shards import TorchShardDataset
+
+    uri = gcs.upload(corpus[0], "shards-test/out-torch")
     tds = TorchShardDataset(ShardDataset(uri, "rgb"), batch_size=5, rank=1, world_size=2)
     keys = keys_of(tds.loader(num_workers=0))
     assert len(keys) == 6 and all(k[0] == "r" for k in keys)

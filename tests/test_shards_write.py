@@ -367,8 +367,8 @@ def test_publish_uploads_a_verified_folder(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(
         ("create_repo", repo_id, kw, self.token)) or f"https://huggingface.co/datasets/{repo_id}")
-    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(
-        ("upload_folder", kw)))
+    monkeypatch.setattr(HfApi, "create_commit", lambda self, **kw: calls.append(
+        ("create_commit", kw)))
     out = tmp_path / "out"
     write_manifest(str(out), write_config(out, "c", make_examples(4, seed=13), 2), "c", {})
     with pytest.raises(ShardError, match="dataset card"):
@@ -378,9 +378,12 @@ def test_publish_uploads_a_verified_folder(tmp_path, monkeypatch):
     assert url == "https://huggingface.co/datasets/org/name"
     assert calls[0] == ("create_repo", "org/name",
                         {"repo_type": "dataset", "private": True, "exist_ok": True}, "hf_x")
-    up = calls[1][1]
-    assert up["folder_path"] == str(out) and up["repo_id"] == "org/name"
-    assert up["repo_type"] == "dataset" and "*.tmp-*" in up["ignore_patterns"]
+    up = calls[1][1]  # one commit: every file of the folder, temporaries left out
+    assert up["repo_id"] == "org/name" and up["repo_type"] == "dataset"
+    uploaded = sorted(op.path_in_repo for op in up["operations"])
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                     if p.is_file() and ".tmp-" not in p.name)
+    assert uploaded == on_disk and "manifest.json" in uploaded
     # a damaged folder is never uploaded
     calls.clear()
     (out / "data/c/train-00000-of-00002.tar.gz").write_bytes(b"x")

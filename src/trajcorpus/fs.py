@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
+import socket
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -20,7 +22,8 @@ import fsspec
 
 __all__ = ["SCHEMES", "filesystem", "open_uri", "join", "exists", "listdir", "glob", "size",
            "strip_scheme", "is_local", "local_path", "makedirs", "rename", "remove",
-           "glob_literal", "has_magic"]
+           "glob_literal", "has_magic", "placeholder_reason", "check_input", "network_error",
+           "public_location", "LOCAL_MARKER"]
 
 # scheme -> (fsspec protocol, extra storage options). gs:// honours STORAGE_EMULATOR_HOST, which the
 # test suite points at a local gcp-storage-emulator; gcsfs' gRPC probe is switched off because it
@@ -185,3 +188,110 @@ def remove(uri: str) -> None:
     for p in sorted(fs.find(path, withdirs=True), key=len, reverse=True) or [path]:
         if fs.isfile(p):
             fs.rm_file(p)
+
+
+_PLACEHOLDER = re.compile(r"YOUR[-_A-Z]*|<[^>]*>|\bMY-[A-Z]+")
+
+
+def placeholder_reason(uri: str) -> str | None:
+    """Why ``uri`` is a documentation placeholder (``gs://YOUR-BUCKET/...``), or None.
+
+    A bucket name with capitals cannot exist on GCS or S3, so such a URI is refused before any
+    request (which would otherwise retry for a minute and fail with a credentials error).
+    """
+    scheme, rest = _split(uri)
+    if scheme in ("", "file"):
+        return None  # a local folder may be called anything
+    m = _PLACEHOLDER.search(rest)
+    if m:
+        return f"{m.group(0)!r} is a placeholder: replace it with a location of yours"
+    if scheme in ("gs", "gcs", "s3"):
+        bucket = rest.split("://", 1)[1].split("/", 1)[0]
+        if bucket != bucket.lower():
+            return f"bucket name {bucket!r} has capital letters, so no such bucket can exist"
+    return None
+
+
+_NETWORK_MODULES = ("aiohttp", "gcsfs", "google.auth", "google.api_core", "requests", "urllib3",
+                    "huggingface_hub", "httpx", "fsspec.implementations.http")
+
+
+def network_error(e: BaseException) -> str | None:
+    """A one-line reason when ``e`` is a failure to reach or be served by a remote store (after
+    the client's own bounded retries: gcsfs tries a request 6 times, about a minute), else
+    None."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        mod = type(cur).__module__ or ""
+        if isinstance(cur, (ConnectionError, TimeoutError, socket.gaierror)) \
+                or mod.startswith(_NETWORK_MODULES):
+            text = " ".join(str(e).split()) or type(e).__name__
+            if len(text) > 300:
+                text = text[:297] + "..."
+            return f"cannot reach the remote store ({type(e).__name__}: {text})"
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def check_input(uri: str) -> None:
+    """Refuse a placeholder URI at once and a local input that does not exist, naming it (one
+    message for every command that reads an input)."""
+    from .errors import TrajcorpusError
+
+    reason = placeholder_reason(uri)
+    if reason:
+        raise TrajcorpusError(uri, reason)
+    if is_local(uri) and not os.path.exists(local_path(uri)):
+        raise TrajcorpusError(uri, "no such file or folder (the input does not exist)")
+    if _split(uri)[0] in ("http", "https"):
+        reason = _http_problem(uri)
+        if reason:
+            raise TrajcorpusError(uri, reason)
+
+
+HTTP_TRIES = 3
+
+
+def _http_problem(uri: str, tries: int = HTTP_TRIES, timeout: float = 20) -> str | None:
+    """Why an http(s) input cannot be read, after ``tries`` attempts 1 s, 2 s ... apart, or None.
+
+    fsspec's HTTP file system reports a host it cannot reach as a missing file; this says which.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(2 ** (attempt - 1))
+        try:
+            req = urllib.request.Request(uri, method="HEAD")
+            with urllib.request.urlopen(req, timeout=timeout):
+                return None
+        except urllib.error.HTTPError as e:
+            if e.code in (404, 410):
+                return f"no such file (HTTP {e.code})"
+            if e.code < 500:
+                return None  # e.g. HEAD not allowed: let the reader try
+            last = f"HTTP {e.code} {e.reason}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+    return f"cannot reach the remote store after {tries} tries ({last})"
+
+
+LOCAL_MARKER = "<local>"
+
+
+def public_location(uri: str) -> str:
+    """``uri`` as published: remote URIs and paths relative inside the working folder as they
+    are; any other local path reduced to ``<local>/NAME`` (the builder's folders are private)."""
+    if not uri or not is_local(uri):
+        return uri
+    path = strip_scheme(uri)
+    if not os.path.isabs(path) and not path.startswith(("..", "~")):
+        return path
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return f"{LOCAL_MARKER}/{name}" if name else LOCAL_MARKER
+

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import fs
 from ..errors import ShardError
+from ..shards.hub import public_info
 from ..shards.writer import ShardFile as ShardEntry  # one file of the manifest
 from ..tokenizers.scheme import MODALITY_NAMES
 
@@ -312,7 +313,7 @@ def load_inputs(out: str) -> CardInputs:
         if audit_path is None:
             problems.append(f"audit/{name}.json is missing: no filter evidence for this config")
         configs[name] = ConfigInputs(
-            name=name, info=infos.get(name, {}), files=[f for f in files if f.config == name],
+            name=name, info=public_info(infos.get(name, {})), files=[f for f in files if f.config == name],
             audit=audit, episodes=_load_episodes(out, name), rejects=_load_rejects(out, name),
             audit_path=audit_path, problems=problems,
         )

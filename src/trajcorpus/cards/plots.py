@@ -61,6 +61,7 @@ def _styled(draw):
 
     wrapper.__doc__ = draw.__doc__
     wrapper.__name__ = draw.__name__
+    wrapper.draw = draw  # the figure itself, for tests that look at what is drawn
     return wrapper
 
 
@@ -101,9 +102,10 @@ def returns_png(config: str, audit: TaskAudit, eps: TaskEpisodes):
     if audit.threshold is not None and edges[0] < audit.threshold < edges[-1]:
         # an edge at the threshold: no bar mixes kept and filtered returns
         edges = np.unique(np.append(edges, audit.threshold))
+    # white edges: adjacent bars (e.g. three filtered episodes in neighbouring bins) stay apart
     hx.hist([eps.returns[eps.kept], eps.returns[~eps.kept]], bins=edges, stacked=True,
             color=[KEPT_COLOR, FILTERED_COLOR], label=["kept", "filtered"],
-            orientation="vertical")
+            orientation="vertical", edgecolor="white", linewidth=0.8)
     if audit.threshold is not None:
         hx.axvline(audit.threshold, color=THRESHOLD_COLOR, ls="--", lw=1.2, label="threshold")
     hx.set_xlabel("episode return")
@@ -112,6 +114,8 @@ def returns_png(config: str, audit: TaskAudit, eps: TaskEpisodes):
     hx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize=7,
               frameon=False)
     hx.grid(True, axis="y", lw=0.3, alpha=0.6)
+    _integer_axis(ax.xaxis)  # episode indices
+    _integer_axis(hx.yaxis)  # episode counts
     return fig
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,9 +20,11 @@ from .checks import Check, sequence_length
 from .inputs import MODALITY_NAMES, CardInputs, ConfigInputs, lookup
 from .metadata import files_for
 from .shardio import ShardScan
+from .snippets import loading_snippets
 from .stats_section import INFO_KEYS, render_trainer_section
 
-__all__ = ["ConfigCard", "CardModel", "render_body", "MAX_FILES_LISTED", "KIND_FORMATS"]
+__all__ = ["ConfigCard", "CardModel", "render_body", "MAX_FILES_LISTED", "KIND_FORMATS",
+           "anchor"]
 
 MAX_FILES_LISTED = 40  # longer shard lists point at manifest.json instead
 MAX_REJECT_ROWS = 25  # rejection reasons listed per config
@@ -388,47 +391,28 @@ def _loading(m: CardModel) -> str:
     tar_configs = [c.cfg.name for c in m.configs
                    if any(f.format == "webdataset" for f in c.cfg.files)
                    and "webdataset" not in fmts]
+    code = loading_snippets(first, tar_configs[0] if tar_configs else None, m.flat_patches)
     parts = [
         "## How to load", "",
-        f"Configs: {listed}. With `datasets` (locally from this folder, or from the hub once "
-        "uploaded with `trajcorpus publish OUT --repo ORG/NAME`):", "",
-        _code(f'import numpy as np\nfrom datasets import load_dataset\n\n'
-              f'ds = load_dataset("path/to/OUT", "{first}", split="train", streaming=True)\n'
-              f'ex = next(iter(ds))\n'
-              f'tokens = np.asarray(ex["tokens"], np.int32)  # likewise modality, loss_mask, ...'
-              + ('\npatches = np.frombuffer(ex["patches"], np.uint8).reshape(ex["patches_shape"])'
-                 '  # stored flat' if m.flat_patches else ''), "python"),
+        f"Configs: {listed}. The snippets run from inside this folder. With "
+        "`datasets` (locally, or from the hub once uploaded with `trajcorpus publish OUT "
+        "--repo ORG/NAME`):", "",
+        _code(code["datasets"], "python"),
     ]
     if tar_configs:
-        c = tar_configs[0]
         parts += ["", "The WebDataset (tar) shards of "
                   + ", ".join(f"`{n}`" for n in tar_configs)
                   + " load with the generic builder (`datasets` picks one builder per folder, "
-                  "so the configs above point at the Parquet shards):", "",
-                  _code(f'import os\nfrom datasets import load_dataset\n'
-                        f'from trajcorpus.shards import read_manifest, webdataset_data_files\n\n'
-                        f'out = "path/to/OUT"\n'
-                        f'files = webdataset_data_files(read_manifest(out), "{c}")\n'
-                        f'ds = load_dataset("webdataset", data_files={{s: os.path.join(out, p) '
-                        f'for s, p in files.items()}},\n'
-                        f'                  split="train", streaming=True)', "python")]
+                  "so the configs above point at the Parquet shards); pass "
+                  "`features=webdataset_features()` so the types do not depend on the first "
+                  "samples:", "", _code(code["webdataset"], "python")]
     parts += [
-        "", "With PyTorch (shard-level split across nodes and DataLoader workers, seeded "
-        "shuffle, resumable mid-epoch, sha256 checked against the manifest while reading):", "",
-        _code(f'from trajcorpus.shards import ShardDataset, StatefulLoader, TorchShardDataset\n\n'
-              f'ds = TorchShardDataset(ShardDataset("path/to/OUT", "{first}"), batch_size=32,\n'
-              f'                       seed=0, shuffle_buffer=1000, normalize=True)\n'
-              f'loader = StatefulLoader(ds, num_workers=2)\n'
-              f'for batch in loader:  # dict of tensors; patches padded, with counts\n'
-              f'    ...\n'
-              f'state = loader.state_dict()  # resume later with load_state_dict(state)',
-              "python"), "",
-        "With plain NumPy (e.g. JAX, one process per host):", "",
-        _code(f'from trajcorpus.shards import NumpyLoader, ShardDataset\n\n'
-              f'loader = NumpyLoader(ShardDataset("path/to/OUT", "{first}"), batch_size=32,\n'
-              f'                     rank=0, world_size=1, seed=0, shuffle_buffer=1000)\n'
-              f'for batch in loader:\n'
-              f'    ...', "python"), "",
+        "", "With PyTorch (needs `pip install torch`; shard-level split across nodes and "
+        "DataLoader workers, seeded shuffle, resumable mid-epoch, sha256 checked against the "
+        "manifest while reading):", "",
+        _code(code["torch"], "python torch"), "",
+        "With plain NumPy (e.g. JAX, one loader per host):", "",
+        _code(code["numpy"], "python"), "",
         "Actions decode back to environment values with "
         "`trajcorpus.tokenizers.decode_continuous(tokens, mu_law=...)` (continuous; `mu_law` "
         "false for fields listed in `mu_law_exempt`) or as-is (discrete). `normalize=True` "
@@ -522,9 +506,31 @@ def _citations(m: CardModel) -> str:
                       "Method:", "", f"- {GATO_CITATION}"])
 
 
+def anchor(heading: str) -> str:
+    """The anchor GitHub and the Hugging Face hub give a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _contents(sections: Sequence[str]) -> str:
+    """A table of contents of the ``##`` sections (with their ``###`` entries, e.g. one per
+    config), in card order: the summary first."""
+    lines = ["## Contents", ""]
+    for section in sections:
+        for line in section.splitlines():
+            m = re.match(r"(#{2,3}) (.+)$", line)
+            if m:
+                indent = "" if len(m.group(1)) == 2 else "  "
+                title = m.group(2).strip()
+                lines.append(f"{indent}- [{title.replace('`', '')}](#{anchor(title)})")
+    return "\n".join(lines)
+
+
 def render_body(m: CardModel) -> str:
-    sections = [_intro(m), _summary(m), _example_fields(), _sources(m), _settings(m), _filter(m),
-                _tokens(m), render_trainer_section([(c.cfg.name, c.cfg.info) for c in m.configs]),
+    sections = [_summary(m), _example_fields(), _sources(m), _settings(m), _filter(m),
+                _tokens(m),
+                render_trainer_section([(c.cfg.name, c.cfg.info) for c in m.configs]),
                 _example(m), _files(m), _loading(m), _rebuild(m), _checks(m),
                 _uses_limits(m), _citations(m)]
-    return "\n\n".join(s.rstrip() for s in sections) + "\n"
+    parts = [_intro(m), _contents(sections), *sections]
+    return "\n\n".join(s.rstrip() for s in parts) + "\n"

@@ -33,7 +33,7 @@ def default_catalog() -> str:
 
 def run_demo(output: str, catalog: str, seed: int = 0, fmt: str = "both",
              only: Sequence[str] = (), beam_args: Sequence[str] = (),
-             progress: bool = True) -> list[JobResult]:
+             progress: bool = True, overwrite: bool = True) -> list[JobResult]:
     cat = load_catalog(catalog)
     ids = [d.id for d in cat.datasets if d.demo and (not only or d.id in only)]
     if not ids:
@@ -42,16 +42,30 @@ def run_demo(output: str, catalog: str, seed: int = 0, fmt: str = "both",
     for i, dataset in enumerate(ids, 1):
         print(f"== [{i}/{len(ids)}] {dataset}", file=sys.stderr, flush=True)
         results.append(run_dataset(catalog=catalog, dataset=dataset, output=output, seed=seed,
-                                   fmt=fmt, beam_args=beam_args, progress=progress, card=False))
+                                   fmt=fmt, beam_args=beam_args, progress=progress, card=False,
+                                   overwrite=overwrite))
     from ..cards import write_card
 
     print(f"== dataset card: {write_card(output)}", file=sys.stderr, flush=True)
     return results
 
 
+def _python() -> str:
+    """How to call this interpreter: ``.venv/bin/python`` rather than a bare ``python`` (which
+    may be another Python, without trajcorpus)."""
+    exe = sys.executable
+    try:
+        rel = os.path.relpath(exe)
+    except ValueError:
+        return exe
+    return rel if not rel.startswith("..") else exe
+
+
 def load_instructions(output: str, results: Sequence[JobResult]) -> str:
     path = fs.local_path(output) if fs.is_local(output) else output
     first = results[0].config
+    python = _python()
+    bindir = os.path.dirname(python)
     lines = [
         "",
         f"{'config':<24} {'episodes':>9} {'kept':>6} {'rejected':>8} {'sequences':>9} "
@@ -65,7 +79,8 @@ def load_instructions(output: str, results: Sequence[JobResult]) -> str:
         "",
         f"Output: {path} (card: {fs.join(path, 'README.md')}, manifest: "
         f"{fs.join(path, 'manifest.json')})",
-        "Load a config with Hugging Face datasets:",
+        f"Load a config with Hugging Face datasets, in this environment's Python ({python}, "
+        f"or any python after `source {os.path.join(bindir, 'activate')}`):",
         "",
         "    import datasets",
         f"    ds = datasets.load_dataset({path!r}, {first!r}, split='train', streaming=True)",
@@ -73,6 +88,8 @@ def load_instructions(output: str, results: Sequence[JobResult]) -> str:
         "                              # patches, patch_position, meta",
         "",
         f"Configs: {', '.join(r.config for r in results)}",
+        f"The command line is {os.path.join(bindir, 'trajcorpus')} (e.g. "
+        f"{os.path.join(bindir, 'trajcorpus')} verify {output}).",
     ]
     return "\n".join(lines)
 
@@ -86,11 +103,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--format", default="both", choices=("webdataset", "parquet", "both"))
     ap.add_argument("--only", nargs="*", default=[], help="demo ids to run (default: all)")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace the demo configs already in --output (default: refuse)")
     args, beam_args = ap.parse_known_args(argv)
     t0 = time.time()
     try:
+        from ..cli import check_beam_args
+
+        check_beam_args(beam_args, [o for a in ap._actions for o in a.option_strings])
         results = run_demo(args.output, args.catalog or default_catalog(), args.seed,
-                           args.format, args.only, beam_args, progress=not args.quiet)
+                           args.format, args.only, beam_args, progress=not args.quiet,
+                           overwrite=args.overwrite)
     except TrajcorpusError as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -41,6 +41,7 @@ from ..shards.layout import MIN_SHARD_BYTES, MIN_SHARDS, plan_num_shards
 from ..sources.base import Unit
 from . import audit as audit_mod
 from .filter import FilterResult, is_kept
+from .inputs import TMP_DIR, check_output, lineage_root, reader_options
 from .stages import (
     MODALITY_NAMES,
     BottomK,
@@ -65,7 +66,6 @@ DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 DEFAULT_MIN_SHARDS = MIN_SHARDS
 FORMATS = {"webdataset": ("webdataset",), "parquet": ("parquet",),
            "both": ("parquet", "webdataset")}
-TMP_DIR = ".trajcorpus-tmp"
 RESULT_FILE = "result.json"
 
 
@@ -186,7 +186,10 @@ def _runner(runner: str, spec: JobSpec | None = None) -> Any:
 # --- planning ----------------------------------------------------------------------------------
 
 def make_spec(entry: DatasetEntry, uri: str, output: str, seed: int, fmt: str, num_units: int,
-              shard_bytes: int, progress: bool, min_shards: int = DEFAULT_MIN_SHARDS) -> JobSpec:
+              shard_bytes: int, progress: bool, min_shards: int = DEFAULT_MIN_SHARDS,
+              options: Mapping[str, Any] | None = None, given: str | None = None) -> JobSpec:
+    """The workers' settings. ``options``: the reader options (default: the entry's);
+    ``given``: the input as the user wrote it, recorded once in the manifest."""
     if fmt not in FORMATS:
         raise TrajcorpusError("--format", f"expected one of {sorted(FORMATS)}, got {fmt!r}")
     if shard_bytes <= 0:
@@ -194,12 +197,13 @@ def make_spec(entry: DatasetEntry, uri: str, output: str, seed: int, fmt: str, n
     if min_shards <= 0:
         raise TrajcorpusError("--min_shards", f"must be positive, got {min_shards}")
     return JobSpec(
-        config=entry.id, kind=entry.kind, uri=uri, options=dict(entry.options),
+        config=entry.id, kind=entry.kind, uri=uri,
+        options=dict(entry.options if options is None else options),
         task_template=entry.task, agent_template=entry.agent, filter=entry.filter,
         tokenize=entry.tokenize, sequence=entry.sequence, seed=int(seed), formats=FORMATS[fmt],
         output=output, tmp=fs.join(output, TMP_DIR, entry.id), shard_bytes=int(shard_bytes),
         min_shards=int(min_shards), num_units=num_units, progress=progress,
-        entry={**entry.model_dump(mode="json"), "uri": uri})
+        entry=entry.model_dump(mode="json"), input=given or uri)
 
 
 TEXTLESS_KINDS = frozenset({"dqn-replay", "rlu-atari", "d4rl"})  # formats with no text fields
@@ -394,42 +398,62 @@ def _write_results(spec: JobSpec, items: list) -> None:
 # --- driver ------------------------------------------------------------------------------------
 
 def run_job(*, catalog: str, dataset: str, output: str, input_uri: str | None = None,
-            seed: int = 0, fmt: str = "both", runner: str = "DirectRunner",
-            beam_args: Sequence[str] = (), progress: bool = True) -> JobResult:
+            options: Mapping[str, Any] | None = None, seed: int = 0, fmt: str = "both",
+            runner: str = "DirectRunner", beam_args: Sequence[str] = (), progress: bool = True,
+            overwrite: bool = True) -> JobResult:
     """Run the job for one catalog dataset into ``output`` and return its summary.
 
-    Re-running into the same output replaces this config's files only.
+    ``options`` override the catalog entry's reader options. With ``overwrite`` (the library
+    default) a rerun replaces this config's files only; ``trajcorpus run`` passes
+    ``overwrite=False`` unless ``--overwrite`` is given (see :func:`check_output`).
     """
     return run_dataset(catalog=catalog, dataset=dataset, output=output, input_uri=input_uri,
-                       seed=seed, fmt=fmt, runner=runner, beam_args=beam_args,
-                       progress=progress)
+                       options=options, seed=seed, fmt=fmt, runner=runner, beam_args=beam_args,
+                       progress=progress, overwrite=overwrite)
 
 
 def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | None = None,
-                seed: int = 0, fmt: str = "both", runner: str = "DirectRunner",
-                beam_args: Sequence[str] = (), progress: bool = True,
-                card: bool = True) -> JobResult:
+                options: Mapping[str, Any] | None = None, seed: int = 0, fmt: str = "both",
+                runner: str = "DirectRunner", beam_args: Sequence[str] = (),
+                progress: bool = True, card: bool = True, overwrite: bool = True) -> JobResult:
     """:func:`run_job` with ``card=False`` to skip the dataset card (the demo writes it once)."""
     t0 = time.time()
     cat = load_catalog(catalog)
     entry = cat.get(dataset)
+    given = input_uri or entry.uri  # the input as the user wrote it (for the manifest)
     uri = input_uri or cat.uri_of(entry)
-    options = pipeline_options(runner, beam_args)
-    job_options = options.view_as(TrajcorpusOptions)
-    dry_run = bool(options.view_as(TestOptions).dry_run)
+    if input_uri is None and fs.placeholder_reason(uri):
+        raise TrajcorpusError(uri, f"{fs.placeholder_reason(uri)}: catalog entry {entry.id!r} "
+                              "names a copy you make yourself (its description says how); "
+                              "pass --input URI")
+    fs.check_input(uri)
+    read_options = reader_options(entry, uri, input_uri is not None, options)
+    options_ = pipeline_options(runner, beam_args)
+    job_options = options_.view_as(TrajcorpusOptions)
+    dry_run = bool(options_.view_as(TestOptions).dry_run)
     output = output.rstrip("/") if len(output) > 1 else output
     if runner == "DataflowRunner" and fs.is_local(output) and not dry_run:
         raise TrajcorpusError("--output", "DataflowRunner workers cannot write to a local "
                               f"path ({output}); use a gs:// folder")
-    if progress:
-        _quiet_beam_logs()
+    _quiet_beam_logs()
     source_spec = make_spec(entry, uri, output, seed, fmt, 0, job_options.shard_bytes, progress,
-                            job_options.min_shards)
-    units = source_spec.open_source().units()
+                            job_options.min_shards, options=read_options, given=given)
+    if not dry_run:  # after the settings are known to be valid
+        check_output(output, entry.id, overwrite)
+    try:
+        units = source_spec.open_source().units()
+    except TrajcorpusError:
+        raise
+    except Exception as e:
+        reason = fs.network_error(e)
+        if reason is None:
+            raise
+        raise TrajcorpusError(uri, reason) from e
     if not units:
         raise TrajcorpusError(uri, "the source has no units of work")
     spec = dataclasses.replace(source_spec, num_units=len(units),
-                               references=task_references(source_spec.entry, entry.kind, units))
+                               references=task_references(source_spec.entry, entry.kind, units),
+                               lineage_root=lineage_root(uri))
     say(spec, f"{len(units)} unit(s) of work from {uri}")
 
     text_model: dict | None = None
@@ -443,9 +467,9 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
         fs.remove(spec.tmp)
         fs.makedirs(fs.join(spec.tmp, "units"))
 
-    p = beam.Pipeline(runner=_runner(runner, None if dry_run else spec), options=options)
+    p = beam.Pipeline(runner=_runner(runner, None if dry_run else spec), options=options_)
     build_pipeline(p, spec, units, text_model, train_text)
-    mode = options.view_as(DirectOptions)
+    mode = options_.view_as(DirectOptions)
     say(spec, f"running on {runner}" + (
         f" ({mode.direct_num_workers} worker(s), {mode.direct_running_mode})"
         if runner == "DirectRunner" else ""))
@@ -499,6 +523,7 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
              ) -> JobResult:
     """After the pipeline: audit files, checks, stale-file removal, manifest (last), card."""
     from ..shards.index import merge_index
+    from ..shards.layout import parse_relpath
     from ..shards.manifest import write_manifest
 
     res_uri = fs.join(spec.tmp, RESULT_FILE)
@@ -527,16 +552,19 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
     _check_files(spec, audit, res["files"], res["num_shards"])
     audit_mod.write_json(paths["audit"], audit)
 
-    files = res["files"]
+    moves = renumber_shards(spec, res["files"])
+    files = [record for _, record in moves]
     _remove_stale_shards(spec, {f["path"] for f in files})
-    for f in files:  # every check passed: move the staged shards into place, manifest last
+    for staged, f in moves:  # every check passed: move the staged shards into place, manifest last
         fs.makedirs(fs.join(spec.output, f["path"]).rsplit("/", 1)[0])
-        fs.rename(fs.join(spec.staging, f["path"]), fs.join(spec.output, f["path"]))
+        fs.rename(fs.join(spec.staging, staged), fs.join(spec.output, f["path"]))
     text_model = res.get("text_model") if res.get("text_model") is not None else None
-    info = {**_manifest_info(spec, text_model, res["num_shards"]),
-            **trainer_info(spec, res, audit)}
+    num_shards = len(files) // len(spec.formats)
+    info = {**_manifest_info(spec, text_model, num_shards), **trainer_info(spec, res, audit)}
+    written = [parse_relpath(staged).index for staged, f in moves
+               if f["format"] == spec.formats[0]]  # planned numbers, in final order
     info["index"] = merge_index(spec.staging, spec.output, spec.config, spec.split,
-                                res["num_shards"])  # episode -> shard and row (shards.index)
+                                written)  # episode -> shard and row (shards.index)
     write_manifest(spec.output, [_shard_file(f) for f in files], spec.config, info)
     fs.remove(spec.tmp)
     _remove_if_empty(fs.join(spec.output, TMP_DIR))
@@ -545,11 +573,36 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
     return JobResult(spec.config, spec.output, audit, files, text_model, seconds)
 
 
+def renumber_shards(spec: JobSpec, files: list[dict]) -> list[tuple[str, dict]]:
+    """(staged path, final record) of every written shard, numbered 0..M-1 of M.
+
+    A shard that no sequence hashed to is not written (WriteShard), so M may be below the
+    planned count (a tiny corpus under a small --shard_bytes); the names then close the gaps.
+    Renaming changes no byte: neither format stores its own file name.
+    """
+    from ..shards.layout import parse_relpath, shard_relpath
+
+    out: list[tuple[str, dict]] = []
+    for fmt in spec.formats:
+        mine = sorted((f for f in files if f["format"] == fmt),
+                      key=lambda f: parse_relpath(f["path"]).index)
+        for i, f in enumerate(mine):
+            name = parse_relpath(f["path"])
+            path = shard_relpath(spec.config, name.split, fmt, i, len(mine))
+            out.append((f["path"], {**f, "path": path}))
+    return out
+
+
 def _check_files(spec: JobSpec, audit: dict, files: list[dict], num_shards: int) -> None:
     sequences = sum(a["sequences"] for a in audit.values())
+    counts = {fmt: sorted(f["path"].rsplit("/", 1)[-1].split(".")[0] for f in files
+                          if f["format"] == fmt) for fmt in spec.formats}
+    if len({tuple(c) for c in counts.values()}) > 1:
+        raise TrajcorpusError(f"output {spec.config}", "the formats' shard sets differ: "
+                              + ", ".join(f"{fmt} {len(c)}" for fmt, c in counts.items()))
     for fmt in spec.formats:
         mine = [f for f in files if f["format"] == fmt]
-        if len(mine) != num_shards:
+        if len(mine) > num_shards or (sequences and not mine):
             raise TrajcorpusError(f"output {spec.config}",
                                   f"{len(mine)} {fmt} shards written, {num_shards} planned")
         if sum(f["examples"] for f in mine) != sequences:
@@ -591,7 +644,7 @@ def _rebuild_command(spec: JobSpec) -> str:
 
     fmt = "both" if len(spec.formats) == 2 else spec.formats[0]
     return shlex.join(["trajcorpus", "run", "--catalog", "catalog.yaml", "--dataset", spec.config,
-                       "--input", str(spec.entry.get("uri", "")), "--output", "OUT",
+                       "--input", spec.input, "--output", "OUT",
                        "--seed", str(spec.seed), "--format", fmt,
                        f"--shard_bytes={spec.shard_bytes}", f"--min_shards={spec.min_shards}"])
 
@@ -600,6 +653,7 @@ def _manifest_info(spec: JobSpec, text_model: dict | None, num_shards: int) -> d
     return {
         "command": _rebuild_command(spec),
         "catalog_entry": spec.entry,
+        "input": spec.input,
         "settings": {"filter": spec.filter.model_dump(mode="json"),
                      "tokenize": spec.tokenize.model_dump(mode="json"),
                      "sequence": spec.sequence.model_dump(mode="json"),

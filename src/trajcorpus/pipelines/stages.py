@@ -39,7 +39,7 @@ from .stats import episode_record
 
 __all__ = ["JobSpec", "EpisodeRow", "WindowRef", "PromptRef", "UNATTRIBUTED", "MODALITY_NAMES",
            "ReadUnit", "ExtractTexts", "BottomK", "WriteShard", "filter_group", "shard_of",
-           "sequence_key", "resolve_prompts", "make_request", "say"]
+           "sequence_key", "resolve_prompts", "make_request", "say", "relative_lineage"]
 
 UNATTRIBUTED = "(unattributed)"
 _NS = "trajcorpus"
@@ -75,6 +75,8 @@ class JobSpec:
     split: str = "train"
     entry: dict = dataclasses.field(default_factory=dict)  # the catalog entry, for the manifest
     references: dict = dataclasses.field(default_factory=dict)  # task -> reference returns
+    input: str = ""  # the input as the user gave it (--input or the entry's uri), for the manifest
+    lineage_root: str = ""  # meta lineage paths are relative to this (see relative_lineage)
 
     def open_source(self) -> Source:
         from ..sources import open_source
@@ -153,6 +155,23 @@ def shard_of(key: str, num_shards: int) -> int:
 
 def _location(ep: Episode) -> str:
     return f"{ep.source.get('uri', '?')} [episode {ep.episode_id}]"
+
+
+def relative_lineage(value: Any, root: str) -> Any:
+    """``value`` (a reader's lineage: dicts, lists, strings) with every path under ``root`` made
+    relative to it, so published meta and audit lists never carry the builder's own paths."""
+    if not root or root == "/":
+        return value
+    if isinstance(value, str):
+        out = value
+        for base in sorted({root, fs.local_path(root)}, key=len, reverse=True):
+            out = "." if out == base else out.replace(base + "/", "")
+        return out
+    if isinstance(value, dict):
+        return {k: relative_lineage(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relative_lineage(v, root) for v in value]
+    return value
 
 
 def _text_names(ep: Episode, settings: TokenizeSettings) -> list[str]:
@@ -271,7 +290,8 @@ class ReadUnit(beam.DoFn):
             yield beam.pvalue.TaggedOutput("rejected", (r.task or UNATTRIBUTED, 1))
         _write_jsonl(spec.unit_file(unit, "episodes.jsonl"), episodes)
         _write_jsonl(spec.unit_file(unit, "rejected.jsonl"),
-                     [{"location": r.location, "reason": r.reason, "kind": r.kind,
+                     [{"location": relative_lineage(r.location, spec.lineage_root),
+                       "reason": relative_lineage(r.reason, spec.lineage_root), "kind": r.kind,
                        "task": r.task or UNATTRIBUTED} for r in rejected])
         say(spec, f"read unit {unit.index + 1}/{spec.num_units} {unit.key}: {len(episodes)} "
             f"episodes, {len(rejected)} rejected, {n_windows} windows "
@@ -298,8 +318,10 @@ class ReadUnit(beam.DoFn):
                 raw += int(budget * raw / max(part.num_tokens, 1))
             meta = {"dataset": self.spec.config, "task": ep.task, "agent": ep.agent,
                     "episode_id": ep.episode_id, "window": w.index, "first_step": w.start,
-                    "last_step": w.stop - 1, "lineage": ep.source, "normalized_score":
-                    normalized_score(self.spec.references.get(ep.task), ep.return_)}
+                    "last_step": w.stop - 1,
+                    "lineage": relative_lineage(ep.source, self.spec.lineage_root),
+                    "normalized_score": normalized_score(self.spec.references.get(ep.task),
+                                                         ep.return_)}
             yield WindowRef(
                 sequence_key(ep.episode_id, w.index), ep.task, ep.agent, ep.episode_id,
                 float(ep.return_), False, w.index, w.start, w.stop - 1, part.num_tokens,
@@ -316,7 +338,8 @@ class ReadUnit(beam.DoFn):
         meta = {"dataset": self.spec.config, "task": first.task, "agent": first.agent,
                 "episode_id": first.episode_id, "episode_ids": [e.episode_id for e, _ in records],
                 "window": 0, "first_step": 0, "last_step": 0, "cropped": cropped,
-                "lineage": [e.source for e, _ in records]}
+                "lineage": [relative_lineage(e.source, self.spec.lineage_root)
+                            for e, _ in records]}
         est = int(math.ceil(_raw_nbytes(packed) * self._compression_ratio(packed))) + 256
         return [WindowRef(sequence_key(first.episode_id, 0), first.task, first.agent,
                           first.episode_id, 0.0, True, 0, 0, 0, packed.num_tokens,
@@ -410,7 +433,7 @@ def resolve_prompts(spec: JobSpec, element: tuple[str, dict]
 
 class WriteShard(beam.DoFn):
     """Write shard ``index`` of ``n``: its sequences sorted by key, prompts attached, in every
-    requested format. Emits the ShardFile records (main) and per-task statistics ("stats")."""
+    requested format; a shard with no sequence is not written. Emits the ShardFile records (main) and per-task statistics ("stats")."""
 
     def __init__(self, spec: JobSpec):
         self.spec = spec
@@ -432,6 +455,8 @@ class WriteShard(beam.DoFn):
         t0 = time.perf_counter()
         index, groups = element
         refs: list[WindowRef] = sorted(groups["seq"], key=lambda r: r.key)
+        if not refs:  # no sequence hashed here: no empty file (finalize closes the numbering)
+            return
         for a, b in zip(refs, refs[1:], strict=False):
             if a.key == b.key:
                 raise TrajcorpusError(self.spec.config, f"duplicate sequence key {a.key} "

@@ -17,11 +17,11 @@ from .. import fs
 from ..errors import ShardError
 from .example import FIELD_DTYPES, SEQUENCE_FIELDS
 from .layout import FORMATS, config_dir
-from .manifest import Manifest, read_manifest, verify_output
+from .manifest import MANIFEST, Manifest, read_manifest, verify_output
 from .tarcodec import MEMBER_NAMES
 
 __all__ = ["hub_configs", "primary_format", "webdataset_data_files", "webdataset_features",
-           "publish", "README"]
+           "publish", "upload_files", "public_manifest", "public_info", "README"]
 
 README = "README.md"
 
@@ -37,8 +37,8 @@ def primary_format(manifest: Manifest) -> str:
     for fmt in ("parquet", "webdataset"):
         if with_files and all(fmt in f for f in with_files.values()):
             return fmt
-    if not with_files:
-        raise ShardError(manifest.uri or "manifest", "lists no shards")
+    if not with_files:  # every input rejected or filtered: nothing to load, no config entry
+        return "parquet"
     only = {c: sorted(f)[0] for c, f in with_files.items() if len(f) == 1}
     raise ShardError(manifest.uri or "manifest", "configs with no format in common cannot "
                      f"share a folder ({only}): datasets loads one format per folder; rerun "
@@ -108,11 +108,68 @@ def publish(out: str, repo_id: str, private: bool = False, token: str | None = N
     readme = fs.join(out, README)
     if not fs.exists(readme):
         raise ShardError(readme, "missing: write the dataset card first (trajcorpus card OUT)")
+    from huggingface_hub import CommitOperationAdd
+
     api = HfApi(token=token)
     url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(
-        folder_path=fs.local_path(out), repo_id=repo_id, repo_type="dataset",
-        commit_message=f"trajcorpus: {', '.join(sorted(read_manifest(out).configs))}",
-        ignore_patterns=["*.tmp-*", "**/.cache/**", ".cache/**"],
-    )
+    ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=data)
+           for rel, data in upload_files(out)]
+    api.create_commit(repo_id=repo_id, repo_type="dataset", operations=ops,
+                      commit_message=f"trajcorpus: {', '.join(sorted(read_manifest(out).configs))}")
     return str(url)
+
+
+_SKIP = (".trajcorpus-tmp/", ".cache/")
+
+
+def upload_files(out: str) -> list[tuple[str, Any]]:
+    """(path in the repo, local file or bytes) of what :func:`publish` uploads: every file of
+    OUT except temporary ones, with the manifest's local input paths reduced to a marker
+    (``fs.public_location``) so the upload does not carry the builder's folders."""
+    import os
+
+    root = fs.local_path(out)
+    files: list[tuple[str, Any]] = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            if rel.startswith(_SKIP) or "/.cache/" in rel or ".tmp-" in name:
+                continue
+            files.append((rel, public_manifest(out) if rel == MANIFEST else path))
+    return files
+
+
+def public_info(info: dict) -> dict:
+    """A config's manifest info with its local input location (the ``--input`` as given, the
+    catalog entry's uri, the rebuild command) reduced to a marker by ``fs.public_location``."""
+    import copy
+    import shlex
+
+    info = copy.deepcopy(info)
+    given = info.get("input")
+    entry = info.get("catalog_entry") or {}
+    for raw in {given, entry.get("uri")} - {None}:
+        public = fs.public_location(str(raw))
+        if public == raw:
+            continue
+        if isinstance(info.get("command"), str):
+            info["command"] = info["command"].replace(shlex.quote(raw), shlex.quote(public))
+        if given == raw:
+            info["input"] = public
+        if entry.get("uri") == raw:
+            entry["uri"] = public
+    return info
+
+
+def public_manifest(out: str) -> bytes:
+    """OUT/manifest.json with every config's local input location reduced to a marker."""
+    import json
+
+    with fs.open_uri(fs.join(out, MANIFEST), "rb") as f:
+        data = json.load(f)
+    for cfg in data.get("configs", {}).values():
+        if "info" in cfg:
+            cfg["info"] = public_info(cfg["info"])
+    return (json.dumps(data, indent=1) + "\n").encode("utf-8")

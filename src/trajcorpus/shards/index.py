@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass
 
 import numpy as np
@@ -123,18 +123,28 @@ class IndexTap:
         return uri
 
 
-def merge_index(staging: str, out: str, config: str, split: str, num_shards: int) -> dict:
-    """Concatenate the staged parts of shards 0..n-1 into ``OUT/index/{config}.parquet``
-    (one row group per part, so memory holds one part) and return its manifest entry."""
+def merge_index(staging: str, out: str, config: str, split: str,
+                written: Sequence[int]) -> dict:
+    """Concatenate the staged parts of the written shards into ``OUT/index/{config}.parquet``
+    (one row group per part, so memory holds one part) and return its manifest entry.
+
+    ``written`` lists the planned numbers of the shards that were written, in final order: a
+    shard no sequence hashed to is not written and the job closes the numbering, so the part of
+    planned shard ``written[i]`` describes final shard ``i``.
+    """
     buf = io.BytesIO()
     examples, episodes = 0, set()
     with _writer(buf) as w:
-        for i in range(num_shards):
-            uri = fs.join(staging, part_relpath(config, split, i))
+        for final, planned in enumerate(written):
+            uri = fs.join(staging, part_relpath(config, split, planned))
             if not fs.exists(uri):
-                raise ShardError(uri, f"index part of shard {i} missing")
+                raise ShardError(uri, f"index part of shard {planned} missing")
             with fs.open_uri(uri, "rb") as f:
                 table = pq.read_table(io.BytesIO(f.read()), schema=INDEX_SCHEMA)
+            if final != planned:
+                col = INDEX_SCHEMA.get_field_index("shard")
+                table = table.set_column(col, INDEX_SCHEMA.field("shard"),
+                                         pa.array([final] * table.num_rows, pa.int32()))
             examples += table.num_rows
             episodes.update(table.column("episode_id").to_pylist())
             w.write_table(table)

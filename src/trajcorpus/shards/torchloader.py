@@ -61,6 +61,10 @@ class TorchShardDataset(IterableDataset):
         super().__init__()
         if batch_size < 1:
             raise ShardError("batch_size", f"must be >= 1, got {batch_size}")
+        if not isinstance(dataset, (ShardDataset, Mixture)):  # e.g. a path: fail here, not later
+            raise ShardError(repr(dataset)[:200], "TorchShardDataset reads a ShardDataset or "
+                             "Mixture, e.g. TorchShardDataset(ShardDataset(OUT, CONFIG), "
+                             f"batch_size=32), not a {type(dataset).__name__}")
         dr, dw = _distributed()
         self.dataset = dataset
         self.batch_size, self.drop_last = batch_size, drop_last
