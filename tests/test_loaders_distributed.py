@@ -20,12 +20,21 @@ from trajcorpus.errors import ShardError
 from trajcorpus.shards import (
     NumpyLoader,
     ShardDataset,
-    TorchShardDataset,
     shard_relpath,
     write_manifest,
     write_shard,
 )
-from trajcorpus.shards import torchloader as torchloader_mod
+
+try:  # the optional `torch` extra (the Makefile installs it when a wheel is at hand)
+    import torch  # noqa: F401
+
+    from trajcorpus.shards import TorchShardDataset
+    from trajcorpus.shards import torchloader as torchloader_mod
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(
+    torch is None, reason="needs the optional torch extra: pip install -e '.[torch]' (make test "
+    "TORCH=1)")
 
 SIZES = [3, 1, 4, 1, 5, 2, 6]
 
@@ -74,6 +83,7 @@ def keys(batches, padding: bool | None = False) -> list[str]:
     return out
 
 
+@needs_torch
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_every_rank_yields_the_same_number_of_batches(corpora, monkeypatch, drop_last):
     batch = 2
@@ -109,6 +119,7 @@ def test_every_rank_yields_the_same_number_of_batches(corpora, monkeypatch, drop
                     assert set(pads) <= set(truth)
 
 
+@needs_torch
 def test_real_dataloader_workers_with_fewer_shards_than_consumers(corpora):
     root, truth = corpora[2]  # 2 shards, 4 examples; 2 ranks x 3 workers = 6 consumers
     ds = ShardDataset(str(root), "c")
@@ -170,6 +181,7 @@ def test_elastic_resume_numpy(corpora, shuffle, before, after, steps):
     assert second[0].epoch == 4 and len(nxt) >= len(truth) // after
 
 
+@needs_torch
 @pytest.mark.parametrize("shuffle", [0, 5])
 def test_elastic_resume_torch_workers_2_to_3_ranks(corpora, shuffle):
     root, truth = corpora[5]  # 14 examples

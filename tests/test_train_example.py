@@ -13,6 +13,8 @@ import pytest
 from conftest import REPO
 from test_episode_index import build, corpus_examples
 
+pytest.importorskip("torch", reason="the reference trainer is PyTorch: the optional torch extra (make test TORCH=1)")
+
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
