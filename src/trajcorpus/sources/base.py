@@ -17,11 +17,13 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+import pydantic
+
 from ..errors import SourceError, TrajcorpusError, one_line
 from ..schemas.episode import Episode, Rejected
 
-__all__ = ["Source", "Unit", "REGISTRY", "get_source", "open_source", "registered_kinds",
-           "unexpected", "UNEXPECTED"]
+__all__ = ["Source", "SourceOptions", "Unit", "REGISTRY", "get_source", "open_source",
+           "registered_kinds", "unexpected", "UNEXPECTED"]
 
 # The mark of an exception only the last-resort boundary caught (tests look for it).
 UNEXPECTED = "a reader bug or unchecked input: please report it"
@@ -42,10 +44,28 @@ class Unit:
         return dict(self.params).get(name, default)
 
 
+class SourceOptions(pydantic.BaseModel):
+    """A reader's ``options:`` block. Subclass per kind: an unknown or misspelt key is an error
+    when the source is built (the catalog's own rule), and defaults live in one place."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
 class Source(abc.ABC):
-    """Base class of all readers. Subclasses set ``kind`` and implement the two abstract methods."""
+    """Base class of all readers. Subclasses set ``kind`` and implement the two abstract methods.
+
+    The class also owns its kind's facts, so nothing outside the module needs an edit when a kind
+    is added: ``description`` (one sentence for the dataset card), ``task_categories`` and
+    ``tags`` (Hugging Face hub metadata), ``carries_text`` (whether episodes can hold text
+    observations) and ``Options`` (the validated options model; the instance gets ``opts``).
+    """
 
     kind: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    task_categories: ClassVar[tuple[str, ...]] = ()
+    tags: ClassVar[tuple[str, ...]] = ()
+    carries_text: ClassVar[bool] = True
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -61,6 +81,19 @@ class Source(abc.ABC):
         self.options = dict(options or {})
         self.task_template = task_template
         self.agent_template = agent_template
+        self.opts = self._validated_options()
+
+    def _validated_options(self) -> SourceOptions | None:
+        """The options checked against ``Options`` (kinds that have not declared one yet: None)."""
+        if self.Options is SourceOptions:
+            return None
+        try:
+            return self.Options.model_validate(self.options)
+        except pydantic.ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(x) for x in first["loc"]) or "options"
+            raise SourceError(self.uri, f"{self.kind} option {field!r}: {first['msg']} (known: "
+                              f"{sorted(self.Options.model_fields)})") from None
 
     # -- the contract -------------------------------------------------------------------------
     @abc.abstractmethod
