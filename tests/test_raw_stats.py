@@ -156,3 +156,40 @@ def test_schema_records_every_field():
     s = r.summary()
     assert s["joints"]["shape"] == [6, 2] and len(s["joints"]["mean"]) == 12
     assert s["observations/actions"]["count"] == 4 and len(s["actions"]["mean"]) == 9
+
+
+@pytest.mark.parametrize("exact_limit", [10**9, 500])  # exact values, and KLL sketches
+def test_persisted_state_round_trips_to_the_same_statistics(episodes, exact_limit):
+    """What the job writes for a Mixture (RawStats.to_state) reads back to the same summaries,
+    through JSON, and still merges: the statistics of a Mixture are built from it."""
+    import json
+
+    a = RawStats.merged(_records(episodes["Hopper-v5"][:20], exact_limit=exact_limit))
+    b = RawStats.merged(_records(episodes["Hopper-v5"][20:], exact_limit=exact_limit))
+    a2 = RawStats.from_state(json.loads(json.dumps(a.to_state())), "a")
+    b2 = RawStats.from_state(json.loads(json.dumps(b.to_state())), "b")
+    assert a2.summary() == a.summary() and a2.schema_json() == a.schema_json()
+    merged = RawStats.merged([a2, b2]).summary()
+    union = RawStats.merged(_records(episodes["Hopper-v5"], exact_limit=exact_limit)).summary()
+    for field in union:
+        assert merged[field]["count"] == union[field]["count"]
+        np.testing.assert_allclose(merged[field]["mean"], union[field]["mean"], rtol=1e-12)
+        if exact_limit > 10**6:
+            assert merged[field] == union[field]  # exact stage: from the sorted values
+    if exact_limit > 10**6:  # the persisted bytes do not depend on the merge order either
+        shuffled = _records(episodes["Hopper-v5"], exact_limit=exact_limit)
+        random.Random(3).shuffle(shuffled)
+        assert RawStats.merged(shuffled).to_state() == \
+            RawStats.merged(_records(episodes["Hopper-v5"], exact_limit=exact_limit)).to_state()
+
+
+def test_a_bad_state_is_one_clear_error():
+    from trajcorpus.errors import TrajcorpusError
+
+    with pytest.raises(TrajcorpusError, match="version"):
+        RawStats.from_state({"version": 99}, "statistics/x.json.zst")
+    good = RawStats.merged([episode_stats({"s": np.ones((3, 2))}, {"s": "continuous"},
+                                          np.zeros((3, 1)), "continuous")]).to_state()
+    good["fields"]["s"]["mean"] = "AAAA"  # 3 bytes: not float64
+    with pytest.raises(TrajcorpusError, match="field 's'"):
+        RawStats.from_state(good, "statistics/x.json.zst")

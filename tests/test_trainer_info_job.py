@@ -220,7 +220,7 @@ def test_card_shows_the_tables(out):
 def test_two_workers_give_the_same_statistics(out, manifest, tmp_path):
     _run("demo-minari", tmp_path / "two", TWO)
     two = json.loads((tmp_path / "two/manifest.json").read_text())
-    for key in ("statistics", "reference", "semantics"):
+    for key in ("statistics", "reference", "semantics", "statistics_state"):
         assert _info(two, "demo-minari")[key] == _info(manifest, "demo-minari")[key], key
     ours = {f["path"]: f["sha256"] for f in manifest["files"] if f["config"] == "demo-minari"}
     assert {f["path"]: f["sha256"] for f in two["files"]} == ours  # meta included
@@ -233,13 +233,14 @@ def test_the_docs_snippets_run(tmp_path, capsys, monkeypatch):
 
     text = (REPO / "docs/statistics-and-semantics.md").read_text()
     commands = re.findall(r"```bash\n(.*?)```", text, re.S)
-    assert len(commands) == 1 and commands[0].startswith("trajcorpus run ")
+    assert len(commands) == 2 and all(c.startswith("trajcorpus run ") for c in commands)
     out = tmp_path / "OUT"
     monkeypatch.chdir(REPO)
-    argv = [str(out) if a == "OUT" else a for a in shlex.split(commands[0])[1:]]
-    assert main(argv) == 0
+    for command in commands:  # demo-minari, then demo-d4rl into the same folder (the Mixture)
+        assert main([str(out) if a == "OUT" else a for a in shlex.split(command)[1:]]) == 0
     namespace = {"OUT": str(out)}
     for block in re.findall(r"```python\n(.*?)```", text, re.S):
         exec(compile(block, "docs/statistics-and-semantics.md", "exec"), namespace)
     printed = capsys.readouterr().out
     assert "['HalfCheetah-v5', 'Hopper-v5']" in printed and "thigh_joint torque" in printed
+    assert "['HalfCheetah-v5', 'Hopper-v5', 'hopper-mixed-v2']" in printed  # the Mixture

@@ -377,7 +377,7 @@ def _merge_stats(items) -> dict:
 
 
 def _raw(s: Any) -> dict:
-    return {"statistics": s.summary(), "schema": s.schema_json()}
+    return {"statistics": s.summary(), "schema": s.schema_json(), "state": s.to_state()}
 
 
 def _write_results(spec: JobSpec, items: list) -> None:
@@ -522,9 +522,11 @@ def _quiet_beam_logs() -> None:
 def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = True
              ) -> JobResult:
     """After the pipeline: audit files, checks, stale-file removal, manifest (last), card."""
+    from ..schemas.stats import RawStats
     from ..shards.index import merge_index
     from ..shards.layout import parse_relpath
     from ..shards.manifest import write_manifest
+    from ..shards.statsfile import write_stats_state
 
     res_uri = fs.join(spec.tmp, RESULT_FILE)
     if not fs.exists(res_uri):
@@ -565,6 +567,9 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
                if f["format"] == spec.formats[0]]  # planned numbers, in final order
     info["index"] = merge_index(spec.staging, spec.output, spec.config, spec.split,
                                 written)  # episode -> shard and row (shards.index)
+    info["statistics_state"] = write_stats_state(  # what a Mixture merges (shards.statsfile)
+        spec.output, spec.config, (res.get("raw_stats_config") or {}).get("state")
+        or RawStats().to_state(), {t: v["state"] for t, v in res["raw_stats"].items()})
     write_manifest(spec.output, [_shard_file(f) for f in files], spec.config, info)
     fs.remove(spec.tmp)
     _remove_if_empty(fs.join(spec.output, TMP_DIR))

@@ -15,6 +15,7 @@ byte-identical statistics on every run, and larger ones get the sketch's documen
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -24,12 +25,13 @@ import numpy as np
 from ..errors import TrajcorpusError
 
 __all__ = ["QUANTILES", "QUANTILE_NAMES", "KLL_K", "EXACT_LIMIT", "kll_rank_error",
-           "FieldStats", "RawStats", "episode_stats", "ACTIONS"]
+           "FieldStats", "RawStats", "episode_stats", "ACTIONS", "STATE_VERSION"]
 
 QUANTILES: tuple[float, ...] = (0.01, 0.10, 0.50, 0.90, 0.99)
 QUANTILE_NAMES: tuple[str, ...] = ("q01", "q10", "q50", "q90", "q99")
 KLL_K = 200  # DataSketches' default: normalised rank error 1.33% (99% confidence)
 EXACT_LIMIT = 65536  # rows per field kept exactly before switching to the KLL sketch
+STATE_VERSION = 1  # of RawStats.to_state(): bump when its layout changes
 ACTIONS = "actions"  # the field name of continuous actions; observations keep their own names
 
 
@@ -160,6 +162,58 @@ class FieldStats:
         self.__dict__.update(state)
 
 
+    # the persisted form (the job's statistics file, which a Mixture merges): arrays travel as
+    # little-endian float64 bytes, so NaN and every bit of every value survive JSON
+    def to_state(self) -> dict[str, Any]:
+        mean, m2, values = self.mean, self.m2, None
+        if self.values is not None:  # exact stage: everything from the sorted columns, so the
+            cols = np.sort(np.concatenate(self.values), axis=0) if self.values else \
+                np.zeros((0, self.dims))  # bytes do not depend on the order parts merged in
+            if cols.shape[0]:
+                mean = cols.mean(axis=0)
+                m2 = ((cols - mean) ** 2).sum(axis=0)
+            values = _b64(cols)
+        return {"shape": list(self.shape), "n": int(self.n), "k": self.k,
+                "exact_limit": self.exact_limit, "mean": _b64(mean), "m2": _b64(m2),
+                "min": _b64(self.lo), "max": _b64(self.hi), "values": values,
+                "sketches": None if self.sketches is None else
+                [base64.b64encode(s.serialize()).decode() for s in self.sketches]}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], where: str) -> FieldStats:
+        try:
+            shape = tuple(int(x) for x in state["shape"])
+            dims = int(math.prod(shape))
+            vec = [_unb64(state[k], (dims,), where) for k in ("mean", "m2", "min", "max")]
+            values = None if state["values"] is None else \
+                [_unb64(state["values"], (-1, dims), where)]
+            sketches = None
+            if state["sketches"] is not None:
+                import datasketches
+
+                sketches = [datasketches.kll_doubles_sketch.deserialize(base64.b64decode(b))
+                            for b in state["sketches"]]
+                if len(sketches) != dims:
+                    raise ValueError(f"{len(sketches)} sketches for {dims} dimensions")
+            return cls(shape, int(state["n"]), *vec, values, sketches, int(state["k"]),
+                       int(state["exact_limit"]))
+        except TrajcorpusError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise TrajcorpusError(where, f"unreadable field statistics: {e}") from None
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode()
+
+
+def _unb64(text: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) % 8:
+        raise TrajcorpusError(where, f"array of {len(raw)} bytes is not float64")
+    return np.frombuffer(raw, dtype="<f8").astype(np.float64).reshape(shape)
+
+
 def _floats(a: np.ndarray) -> list[float]:
     return [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]
 
@@ -212,6 +266,32 @@ class RawStats:
                          "note": "per-step shape differs between parts: see the per-task "
                                  "statistics"}
         return {name: out[name] for name in sorted(out)}
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to merge these statistics later (JSON-ready; see from_state)."""
+        return {"version": STATE_VERSION,
+                "fields": {n: self.fields[n].to_state() for n in sorted(self.fields)},
+                "schema": {n: [self.schema[n][0], None if self.schema[n][1] is None
+                               else list(self.schema[n][1])] for n in sorted(self.schema)},
+                "conflicts": {n: sorted(list(s) for s in self.conflicts[n])
+                              for n in sorted(self.conflicts)}}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], where: str) -> RawStats:
+        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+            got = state.get("version") if isinstance(state, Mapping) else type(state).__name__
+            raise TrajcorpusError(where, f"statistics state version {got!r}, this trajcorpus "
+                                  f"reads {STATE_VERSION} (rerun the job)")
+        try:
+            out = cls({n: FieldStats.from_state(f, f"{where} field {n!r}")
+                       for n, f in state["fields"].items()},
+                      {n: (k, None if shp is None else tuple(int(x) for x in shp))
+                       for n, (k, shp) in state["schema"].items()})
+            out.conflicts = {n: {tuple(int(x) for x in s) for s in shapes}
+                             for n, shapes in state["conflicts"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise TrajcorpusError(where, f"unreadable statistics state: {e}") from None
+        return out
 
     def schema_json(self) -> dict[str, dict]:
         """Field -> {"kind", "shape"} (shape null for images and text), sorted."""

@@ -19,10 +19,13 @@ from .layout import DATA_DIR, parse_relpath
 from .writer import ShardFile, atomic_open
 
 __all__ = ["MANIFEST", "MANIFEST_VERSION", "Manifest", "write_manifest", "read_manifest",
-           "VerifyReport", "verify_output", "sha256_of"]
+           "VerifyReport", "verify_output", "sha256_of", "SIDECARS"]
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+# files beside the shards that a config's info lists as {path, bytes, sha256}, verified like them:
+# the episode index (shards.index) and the statistics state (shards.statsfile)
+SIDECARS: tuple[str, ...] = ("index", "statistics_state")
 _CHUNK = 8 << 20
 
 
@@ -208,8 +211,8 @@ def verify_output(out: str) -> VerifyReport:
         report.problems.append(str(e))
         return report
     listed = {f.path: f for f in manifest.files}
-    indexes = {info["index"]["path"]: info["index"] for info in manifest.configs.values()
-               if isinstance(info.get("index"), dict)}  # the episode indexes (shards.index)
+    indexes = {info[k]["path"]: info[k] for info in manifest.configs.values()
+               for k in SIDECARS if isinstance(info.get(k), dict)}
     present = set(_files_under(out, DATA_DIR))
     for path in sorted(present - set(listed)):
         report.extra.append(path)

@@ -42,6 +42,21 @@ class Mixture:
                              f"a positive sum, got {w}")
         self.weights = dict(zip(self.datasets, w, strict=True))
 
+    @property
+    def stats(self) -> Any:
+        """Statistics of the union of the components' configs, merged from the mergeable state
+        each job wrote (a :class:`.stats.TrainerInfo`; see :func:`.stats.merged_stats`)."""
+        from .stats import merged_stats
+
+        parts = []
+        for n, d in self.datasets.items():
+            info = getattr(d, "info", None)
+            if info is None:
+                raise ShardError(f"Mixture component {n!r}", "has no manifest (built from "
+                                 "shards=), so no statistics to merge")
+            parts.append((d.out, d.name, info))
+        return merged_stats("mixture(" + "+".join(self.datasets) + ")", parts)
+
     def stream(self, consumer: int = 0, consumers: int = 1, *, seed: int = 0, epoch: int = 0,
                shuffle_buffer: int = 0, shuffle_shards: bool | None = None, verify: bool = True,
                skip_bad: bool = False, stats: StreamStats | None = None) -> MixtureStream:

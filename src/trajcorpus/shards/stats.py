@@ -7,7 +7,7 @@ environment actions (docs/statistics-and-semantics.md).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -17,8 +17,8 @@ from ..tokenizers.continuous import decode_continuous
 from ..tokenizers.discrete import decode_discrete
 from ..tokenizers.scheme import CONTINUOUS_OFFSET
 
-__all__ = ["TrainerInfo", "DecodedActions", "load_stats", "normalize", "unnormalize",
-           "NORMALIZATIONS"]
+__all__ = ["TrainerInfo", "DecodedActions", "load_stats", "merged_stats", "normalize",
+           "unnormalize", "NORMALIZATIONS"]
 
 Normalization = Literal["mean_std", "min_max", "quantile"]
 NORMALIZATIONS: tuple[str, ...] = ("mean_std", "min_max", "quantile")
@@ -118,6 +118,48 @@ def load_stats(out: str, config: str) -> TrainerInfo:
         raise ShardError(f"{out} config {config!r}",
                          f"not in the manifest (configs: {sorted(manifest.configs)})")
     return TrainerInfo(config, manifest.configs[config])
+
+
+def merged_stats(name: str, parts: Sequence[tuple[str, str, Mapping[str, Any]]]) -> TrainerInfo:
+    """The statistics of the union of several configs' kept data (what a Mixture trains on).
+
+    ``parts`` are (output folder, config, manifest info). The summaries cannot be merged (a q99
+    of a union is no function of the parts' q99s), so this merges the states the job wrote
+    beside them (:mod:`.statsfile`): moments exactly, quantiles exactly while the union holds at
+    most ``EXACT_LIMIT`` rows per field and within the KLL bound beyond. Per task, a task that
+    several configs share is merged too. Sampling weights do not enter: these describe the
+    union of the data, each step counted once per config that holds it. Reference scores and
+    semantics come from the first config that has the task.
+    """
+    from ..schemas.stats import RawStats
+    from .statsfile import read_stats_state
+
+    if not parts:
+        raise ShardError(name, "no configs to merge statistics from")
+    config, tasks = RawStats(), {}
+    semantics: dict[str, Any] = {}
+    reference: dict[str, Any] = {}
+    tokenize = [(info.get("settings") or {}).get("tokenize") or {} for _, _, info in parts]
+    for out, cfg, info in parts:
+        mine, by_task = read_stats_state(out, cfg, info.get("statistics_state"))
+        config.merge(mine, f"{name} config {cfg!r}")
+        for task in sorted(by_task):
+            if task in tasks:
+                tasks[task].merge(by_task[task], f"{name} task {task!r}")
+            else:
+                tasks[task] = by_task[task]
+        for block, into in (("semantics", semantics), ("reference", reference)):
+            for task, value in (info.get(block) or {}).items():
+                into.setdefault(task, value)
+    method = dict((parts[0][2].get("statistics") or {}).get("method") or {})
+    method["merged_from"] = [cfg for _, cfg, _ in parts]
+    return TrainerInfo(name, {
+        "statistics": {"method": method, "config": config.summary(),
+                       "tasks": {t: tasks[t].summary() for t in sorted(tasks)}},
+        "semantics": semantics, "reference": reference,
+        # action decoding needs one tokenize setting: only when every config used the same
+        "settings": {"tokenize": tokenize[0] if all(t == tokenize[0] for t in tokenize) else {}},
+    })
 
 
 def _bounds(stats: Mapping[str, Any], method: str) -> tuple[np.ndarray, np.ndarray]:
