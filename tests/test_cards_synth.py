@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from trajcorpus.sources.base import kind_facts
 from trajcorpus.tokenizers.scheme import CONTINUOUS_OFFSET, NUM_BINS, SEPARATOR, Modality
 
 L_ATARI = 96  # up to 3 Atari steps (27 tokens each) + padding
@@ -259,6 +260,7 @@ def build_out(root) -> dict:
     _write_jsonl(root / "audit" / "demo-atari.episodes.jsonl", episodes)
     _write_jsonl(root / "audit" / "demo-atari.rejected.jsonl", rejects)
     write_manifest(out, files, "demo-atari", {
+        "source": kind_facts("dqn-replay"),
         "catalog_entry": {"id": "demo-atari", "kind": "dqn-replay",
                           "uri": "tests/fixtures/atari_dqn_replay", "license": "CC-BY-4.0",
                           "citation": "Agarwal, Schuurmans, Norouzi. An Optimistic Perspective "
@@ -304,6 +306,7 @@ def build_out(root) -> dict:
     vl_files = [write_shard(vl, out, shard_relpath("demo-captions", "train", "parquet", 0, 1),
                             "parquet")]
     write_manifest(out, vl_files, "demo-captions", {
+        "source": kind_facts("coco-captions"),
         "catalog_entry": {"id": "demo-captions", "kind": "coco-captions",
                           "uri": "tests/fixtures/image_caption/coco",
                           "license": "CC0-1.0 and public domain (see PROVENANCE.md)",
@@ -336,6 +339,7 @@ def build_out(root) -> dict:
     mj_files = [write_shard(mj, out, shard_relpath("demo-mujoco", "train", "parquet", 0, 1),
                             "parquet")]
     write_manifest(out, mj_files, "demo-mujoco", {
+        "source": kind_facts("minari"),
         "catalog_entry": {"id": "demo-mujoco", "kind": "minari",
                           "uri": "tests/fixtures/mujoco/minari/trajcorpus-fixtures",
                           "license": "CC-BY-4.0", "citation": "Younis et al. Minari. 2024."},

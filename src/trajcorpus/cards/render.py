@@ -17,32 +17,19 @@ from typing import Any
 import yaml
 
 from .checks import Check, sequence_length
-from .inputs import MODALITY_NAMES, CardInputs, ConfigInputs, lookup
+from .inputs import MODALITY_NAMES, CardInputs, ConfigInputs
 from .metadata import files_for
 from .shardio import ShardScan
 from .snippets import loading_snippets
 from .stats_section import INFO_KEYS, render_trainer_section
 
-__all__ = ["ConfigCard", "CardModel", "render_body", "MAX_FILES_LISTED", "KIND_FORMATS",
-           "anchor"]
+__all__ = ["ConfigCard", "CardModel", "render_body", "MAX_FILES_LISTED", "anchor"]
 
 MAX_FILES_LISTED = 40  # longer shard lists point at manifest.json instead
 MAX_REJECT_ROWS = 25  # rejection reasons listed per config
-KIND_FORMATS: dict[str, str] = {
-    "dqn-replay": "DQN Replay Dataset logs written by Dopamine: per checkpoint, gzip-compressed "
-                  "NumPy arrays (`$store$_observation_ckpt.N.gz`, actions, rewards, terminals)",
-    "rlu-atari": "RL Unplugged Atari: TFRecord files of `tf.train.Example` episodes",
-    "minari": "Minari datasets: `main_data.hdf5` (one group per episode) + metadata",
-    "d4rl": "D4RL HDF5: flat arrays over transitions with `terminals`/`timeouts` flags",
-    "coco-captions": "COCO captions: `captions_*.json` annotations + JPEG images",
-    "img2dataset": "img2dataset WebDataset tar shards (image + `.txt` caption + `.json` status)",
-    "hf-image-parquet": "Hugging Face Parquet: `Image` feature bytes + caption column",
-    "rlds": "RLDS (TFDS layout): TFRecord files of serialized episodes with nested steps",
-}
 _SHOWN_INFO_KEYS = frozenset({
-    "catalog_entry", "entry", "catalog", "dataset", "command", "seed", "code_version", "version",
-    "trajcorpus_version", "tokenizer_sha256", "text_model_sha256", "tokenizer_model_sha256",
-    "input_uri", "input", "settings"}) | INFO_KEYS
+    "catalog_entry", "command", "seed", "code_version", "tokenizer_sha256", "input", "settings",
+    "source"}) | INFO_KEYS
 GATO_CITATION = ("Reed et al. A Generalist Agent. Transactions on Machine Learning Research, 2022. "
                  "arXiv:2205.06175")
 
@@ -195,10 +182,10 @@ def _sources(m: CardModel) -> str:
     for c in m.configs:
         e, info = c.cfg.entry, c.cfg.info
         kind = str(e.get("kind", "?"))
-        read_uri = lookup(info, "input_uri", "input", default=None)
+        read_uri = info.get("input")
         rows = [
             ["kind", f"`{kind}`"],
-            ["format", KIND_FORMATS.get(kind, "see the catalog")],
+            ["format", c.cfg.source.get("description") or "see the catalog"],
             ["catalog URI", f"`{e.get('uri', 'not recorded')}`"],
         ]
         if read_uri and read_uri != e.get("uri"):
@@ -224,10 +211,9 @@ def _settings(m: CardModel) -> str:
         settings = {k: e[k] for k in ("filter", "tokenize", "sequence", "options", "task", "agent",
                                       "mixture_weight") if k in e}
         run = {
-            "seed": lookup(info, "seed"),
-            "code_version": lookup(info, "code_version", "version", "trajcorpus_version"),
-            "text_model_sha256": lookup(info, "tokenizer_sha256", "text_model_sha256",
-                                        "tokenizer_model_sha256"),
+            "seed": info.get("seed"),
+            "code_version": info.get("code_version"),
+            "text_model_sha256": info.get("tokenizer_sha256"),
             "formats": sorted({f.format for f in c.cfg.files}),
         }
         extra = {k: v for k, v in info.items()
@@ -429,13 +415,13 @@ def _rebuild(m: CardModel) -> str:
              "count. Then compare with `trajcorpus verify OUT` (re-hashes every file against "
              "`manifest.json`). `trajcorpus card OUT` rewrites this card from the folder."]
     for c in m.configs:
-        cmd = lookup(c.cfg.info, "command", "cmd", "argv")
+        cmd = c.cfg.info.get("command")
         if isinstance(cmd, list):
             cmd = " ".join(str(x) for x in cmd)
-        version = lookup(c.cfg.info, "code_version", "version", "trajcorpus_version")
+        version = c.cfg.info.get("code_version")
         parts += ["", f"### `{c.cfg.name}`", "",
                   _code(cmd or f"# command not recorded; equivalent:\ntrajcorpus run --dataset "
-                        f"{c.cfg.name} --seed {lookup(c.cfg.info, 'seed', default=0)} "
+                        f"{c.cfg.name} --seed {c.cfg.info.get('seed', 0)} "
                         "--output OUT", "bash"),
                   "", f"Code version: `{version or 'not recorded'}`."]
     return "\n".join(parts)

@@ -25,6 +25,7 @@ from .. import fs
 from ..errors import TrajcorpusError
 from ..schemas.catalog import FilterSettings, SequenceSettings, TokenizeSettings
 from ..schemas.episode import Episode, EpisodeSummary, Rejected
+from ..schemas.records import episode_row
 from ..semantics.reference import normalized_score
 from ..shards.layout import MIN_SHARDS
 from ..sources.base import Source, Unit
@@ -37,7 +38,7 @@ from .sequences import assemble, concat_tokenized, cut_windows, pack_vl, step_si
 from .spill import SpillReader, SpillWriter
 from .stats import episode_record
 
-__all__ = ["JobSpec", "EpisodeRow", "WindowRef", "PromptRef", "UNATTRIBUTED", "MODALITY_NAMES",
+__all__ = ["JobSpec", "WindowRef", "PromptRef", "UNATTRIBUTED", "MODALITY_NAMES",
            "ReadUnit", "ExtractTexts", "BottomK", "WriteShard", "filter_group", "shard_of",
            "sequence_key", "resolve_prompts", "make_request", "say", "relative_lineage"]
 
@@ -91,22 +92,6 @@ class JobSpec:
 
     def unit_file(self, unit: Unit, suffix: str) -> str:
         return fs.join(self.tmp, "units", f"{unit.index:06d}.{suffix}")
-
-
-class EpisodeRow(NamedTuple):
-    """A read episode's summary (what the filter, the candidates and the audit need)."""
-
-    task: str
-    agent: str
-    episode_id: str
-    order: tuple[int, ...]
-    return_: float
-    length: int
-    vl: bool  # an image-caption record (never filtered by return, never prompted)
-
-    def summary(self, dataset: str) -> EpisodeSummary:
-        return EpisodeSummary(dataset, self.task, self.agent, self.episode_id, self.order,
-                              self.return_, self.length)
 
 
 class WindowRef(NamedTuple):
@@ -209,7 +194,7 @@ def _raw_nbytes(tok: TokenizedEpisode) -> int:
 class ReadUnit(beam.DoFn):
     """Read one unit, tokenize each episode, cut windows, spill them; emit small records.
 
-    Main output: WindowRef. Tagged: "summary" (EpisodeRow), "rejected" (task, Rejected JSON),
+    Main output: WindowRef. Tagged: "summary" (EpisodeSummary), "rejected" (task, Rejected JSON),
     "rawstats" (:class:`.stats.EpisodeStats`, one per non-image-caption episode).
     A per-unit episodes/rejected JSONL file is written for the audit, so the driver can stitch
     them in unit order without a global sort.
@@ -262,12 +247,10 @@ class ReadUnit(beam.DoFn):
                     rejected.append(Rejected(spec.config, _location(item), str(e), "episode",
                                              item.task))
                     continue
-                row = EpisodeRow(item.task, item.agent, item.episode_id,
-                                 tuple(int(o) for o in item.order), float(item.return_),
-                                 item.length, item.action_kind == "none")
-                episodes.append({"task": row.task, "agent": row.agent,
-                                 "episode_id": row.episode_id, "order": list(row.order),
-                                 "return": row.return_, "length": row.length})
+                row = EpisodeSummary(spec.config, item.task, item.agent, item.episode_id,
+                                     tuple(int(o) for o in item.order), float(item.return_),
+                                     item.length, item.action_kind == "none")
+                episodes.append(episode_row(row))
                 self.read_ctr.inc()
                 self.step_ctr.inc(row.length)
                 yield beam.pvalue.TaggedOutput("summary", row)
@@ -363,13 +346,14 @@ def _write_jsonl(uri: str, rows: Iterable[dict]) -> None:
 
 # --- filter and prompt candidates ------------------------------------------------------------
 
-def filter_group(spec: JobSpec, task: str, rows: Iterable[EpisodeRow]) -> tuple[str, FilterResult]:
+def filter_group(spec: JobSpec, task: str, rows: Iterable[EpisodeSummary]
+                 ) -> tuple[str, FilterResult]:
     """SPEC section 3 on one task's summaries; image-caption tasks are never filtered."""
     rows = list(rows)
     settings = spec.filter
     if any(r.vl for r in rows):
         settings = FilterSettings(enabled=False)
-    result = filter_task(task, (r.summary(spec.config) for r in rows), settings)
+    result = filter_task(task, rows, settings)
     if result.window is None:
         say(spec, f"filter {task}: off, {result.kept} kept")
     else:

@@ -46,10 +46,11 @@ import dataclasses
 import math
 import re
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
+import pydantic
 
 try:  # ISA-L's inflate is 3-4x faster than zlib's on these frames; same API, optional
     from isal import isal_zlib as _inflate
@@ -59,7 +60,7 @@ except ImportError:  # pragma: no cover - exercised where python-isal is absent
 from .. import fs
 from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Names, Source, SourceOptions, Unit
 from .metadata import parse_npy_header, small_int
 
 __all__ = ["DqnReplaySource", "GzipNpyStream", "read_small_array"]
@@ -75,14 +76,22 @@ MAX_FRAME_PIXELS = 1 << 20
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header + trailer (CRC32, ISIZE) checked by zlib itself
 IN_CHUNK = 1 << 18  # compressed bytes per read: small, so unconsumed tails stay cheap to re-feed
 OUT_CHUNK = 1 << 23  # decompressed bytes per zlib call: the bound on the stream's own memory
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "games": None,  # restrict a ROOT uri to these games
-    "runs": None,  # ... and these runs
-    "recover_undeclared": True,  # put the final suffix's undeclared slot C-1 back when safe
-    "max_steps_per_episode": 27000,  # Dopamine Runner cap: an episode this long was truncated
-    "num_actions": 18,  # ALE full action set: actions must lie in [0, num_actions)
-    "observation_shape": (84, 84),
-}
+
+
+class DqnReplayOptions(SourceOptions):
+    games: Names = None  # restrict a ROOT uri to these games
+    runs: Names = None  # ... and these runs
+    recover_undeclared: bool = True  # put the final suffix's undeclared slot C-1 back when safe
+    max_steps_per_episode: int = 27000  # Dopamine Runner cap: an episode this long was truncated
+    num_actions: int = 18  # ALE full action set: actions must lie in [0, num_actions)
+    observation_shape: tuple[int, int] = (84, 84)
+
+    @pydantic.field_validator("observation_shape")
+    @classmethod
+    def _positive(cls, shape: tuple[int, int]) -> tuple[int, int]:
+        if min(shape) < 1:
+            raise ValueError(f"must be [H, W] with positive sides, got {list(shape)}")
+        return shape
 
 
 # -------------------------------------------------------------------------------------------------
@@ -487,7 +496,7 @@ class _Run:
         C-1 was not overwritten either.
         """
         c, s = ck.capacity, ck.add_count
-        if not self.source.options["recover_undeclared"]:
+        if not self.source.opts.recover_undeclared:
             return "recovery of the final checkpoint's undeclared slot is switched off"
         if base - prev_lay.hi != 1:
             return f"the previous checkpoint ends at add {prev_lay.hi}, not right before slot {c - 1}"
@@ -586,7 +595,7 @@ class _Run:
         for run in np.split(pads, np.flatnonzero(np.diff(pads) != 1) + 1) if len(pads) else []:
             parts.append(_Part(("padding", int(run[0]), int(run[-1])), order[run]))
 
-        shape = tuple(self.source.options["observation_shape"])
+        shape = self.source.opts.observation_shape
         for part in _collect(ck.uri("observation"), ck.capacity, shape, parts, to_end=True):
             kind, a, b = part.key
             if kind == "padding":
@@ -658,7 +667,7 @@ class _Run:
             if len(term):
                 break
             cur, cur_lay = nxt, nlay
-        shape = tuple(self.source.options["observation_shape"])
+        shape = self.source.opts.observation_shape
         for i, (pck, play, p0, p1, _) in enumerate(pieces[1:], start=1):
             part = _Part(i, play.order[p0:p1 + 1])
             try:
@@ -682,14 +691,14 @@ class _Run:
         actions = np.concatenate([p[0].action[s] for p, s in zip(pieces, slots, strict=True)])
         rewards = np.concatenate([p[0].reward[s] for p, s in zip(pieces, slots, strict=True)])
         frames = pieces[0][4] if len(pieces) == 1 else np.concatenate([p[4] for p in pieces])
-        limit = int(self.source.options["num_actions"])
+        limit = self.source.opts.num_actions
         bad = np.flatnonzero((actions < 0) | (actions >= limit))
         if len(bad):
             i = int(bad[0])
             return self.source.reject(where, f"action {actions[i]} at step {i} outside "
                                       f"[0, {limit})", task=self.task)
         length = len(rewards)
-        truncated = length == int(self.source.options["max_steps_per_episode"])
+        truncated = length == self.source.opts.max_steps_per_episode
         segments, recovered = [], []
         for (pck, play, p0, _, _), s in zip(pieces, slots, strict=True):
             segments.append({"checkpoint": pck.suffix, "first_index": int(s[0]),
@@ -726,20 +735,19 @@ class DqnReplaySource(Source):
     """``dqn-replay``: task = game, agent = run; one unit per (game, run, checkpoint suffix)."""
 
     kind = "dqn-replay"
+    description = ("DQN Replay Dataset logs written by Dopamine: per checkpoint, gzip-compressed "
+                   "NumPy arrays (`$store$_observation_ckpt.N.gz`, actions, rewards, terminals)")
+    task_categories = ("reinforcement-learning",)
+    tags = ("atari", "offline-rl")
+    carries_text = False
+    Options = DqnReplayOptions
+    opts: DqnReplayOptions
+    selection_options = ("games", "runs")
 
-    def __init__(self, uri: str, *, dataset: str = "", options: Mapping[str, Any] | None = None,
-                 task_template: str = "{task}", agent_template: str = "{agent}"):
-        super().__init__(uri, dataset=dataset, options=options, task_template=task_template,
-                         agent_template=agent_template)
-        unknown = sorted(set(self.options) - set(DEFAULT_OPTIONS))
-        if unknown:
-            raise SourceError(self.uri, f"unknown dqn-replay option(s) {unknown} (known: "
-                              f"{sorted(DEFAULT_OPTIONS)})")
-        self.options = {**DEFAULT_OPTIONS, **self.options}
-        shape = tuple(int(x) for x in self.options["observation_shape"])
-        if len(shape) != 2 or min(shape) < 1:
-            raise SourceError(self.uri, f"option observation_shape must be [H, W], got {shape}")
-        self.options["observation_shape"] = shape
+    @classmethod
+    def is_single_dataset(cls, uri: str) -> bool:
+        """A GAME/RUN or replay_logs folder."""
+        return uri.rstrip("/").endswith("/replay_logs") or fs.exists(fs.join(uri, "replay_logs"))
 
     # -- discovery ---------------------------------------------------------------------------------
     def _isdir(self, uri: str) -> bool:
@@ -767,7 +775,7 @@ class DqnReplaySource(Source):
             return [(parts[-2] if len(parts) >= 2 else "game", parts[-1],
                      fs.join(uri, "replay_logs"))]
         out: list[tuple[str, str, str]] = []
-        games = self.options["games"]
+        games = self.opts.games
         if games is None:
             if self._is_game_dir(uri):
                 return self._game_runs(_name(uri), uri)
@@ -782,8 +790,8 @@ class DqnReplaySource(Source):
 
     def _game_runs(self, game: str, game_uri: str, explicit: bool = False
                    ) -> list[tuple[str, str, str]]:
-        runs = self.options["runs"]
-        if explicit and self.options["games"] is not None and not fs.exists(game_uri):
+        runs = self.opts.runs
+        if explicit and self.opts.games is not None and not fs.exists(game_uri):
             raise SourceError(game_uri, f"game {game!r} (from options.games) not found")
         if runs is None:
             names = [_name(p) for p in self._listdir(game_uri) if self._isdir(p)]
@@ -791,7 +799,7 @@ class DqnReplaySource(Source):
         out = []
         for run in sorted((str(r) for r in runs), key=_natural):
             logs = fs.join(game_uri, run, "replay_logs")
-            if self.options["runs"] is not None and not fs.exists(logs):
+            if self.opts.runs is not None and not fs.exists(logs):
                 raise SourceError(logs, f"run {run!r} (from options.runs) not found")
             out.append((game, run, logs))
         return out

@@ -39,6 +39,7 @@ from ..schemas.episode import Episode, Rejected
 from .base import Source, Unit
 from .imagecaption import (
     MAX_IMAGE_BYTES,
+    TaskAgentOptions,
     caption_episode,
     caption_text,
     load_image,
@@ -78,6 +79,11 @@ class Img2DatasetSource(Source):
     """Reads an img2dataset webdataset output folder; one unit = one shard."""
 
     kind = "img2dataset"
+    description = "img2dataset WebDataset tar shards (image + `.txt` caption + `.json` status)"
+    task_categories = ("image-to-text",)
+    tags = ("image-captioning",)
+    Options = TaskAgentOptions
+    opts: TaskAgentOptions
 
     def units(self) -> list[Unit]:
         shards: dict[str, dict[str, str]] = {}
@@ -87,8 +93,8 @@ class Img2DatasetSource(Source):
                 shards.setdefault(m.group(1), {})[m.group(2)] = uri
         if not shards:
             raise SourceError(self.uri, "no img2dataset shards (NNNNN.tar / NNNNN.parquet) found")
-        fields = {"task": str(self.options.get("task") or self.dataset),
-                  "agent": str(self.options.get("agent") or "img2dataset")}
+        fields = {"task": self.opts.task or self.dataset,
+                  "agent": self.opts.agent or "img2dataset"}
         task, agent = self.task_name(**fields), self.agent_name(**fields)
         return [Unit(key=name, uri=files.get("tar", ""), index=i,
                      params=(("shard", int(name)), ("parquet", files.get("parquet", "")),

@@ -49,7 +49,7 @@ from pydantic import Field
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Names, Source, SourceOptions, Unit
 from .h5file import open_h5, read_dataset
 from .metadata import (
     Name,
@@ -217,10 +217,26 @@ class _Meta:
     action_space: Mapping[str, Any]
 
 
+class MinariOptions(SourceOptions):
+    datasets: Names = None  # dataset folders under a root uri (default: every one found)
+    episodes_per_unit: int = Field(100, ge=1)
+
+
 class MinariSource(Source):
     """Reads a Minari root or dataset folder; one unit = a run of whole episodes of one dataset."""
 
     kind = "minari"
+    description = "Minari datasets: `main_data.hdf5` (one group per episode) + metadata"
+    task_categories = ("reinforcement-learning",)
+    tags = ("mujoco", "offline-rl")
+    Options = MinariOptions
+    opts: MinariOptions
+    selection_options = ("datasets",)
+
+    @classmethod
+    def is_single_dataset(cls, uri: str) -> bool:
+        """A dataset folder (it has data/metadata.json)."""
+        return fs.exists(fs.join(uri, "data", "metadata.json"))
 
     def __init__(self, uri: str, **kwargs: Any):
         super().__init__(uri, **kwargs)
@@ -228,9 +244,7 @@ class MinariSource(Source):
 
     # -- planning ---------------------------------------------------------------------------------
     def units(self) -> list[Unit]:
-        per_unit = int(self.options.get("episodes_per_unit", 100))
-        if per_unit < 1:
-            raise SourceError(self.uri, f"option episodes_per_unit must be >= 1, got {per_unit}")
+        per_unit = self.opts.episodes_per_unit
         units: list[Unit] = []
         for folder in self._dataset_folders():
             meta = self._meta(folder)
@@ -253,9 +267,9 @@ class MinariSource(Source):
         return units
 
     def _dataset_folders(self) -> list[str]:
-        picked = self.options.get("datasets")
+        picked = self.opts.datasets
         if picked:
-            return [fs.join(self.uri, str(p)) for p in picked]
+            return [fs.join(self.uri, p) for p in picked]
         found = _find_datasets(self.uri, _MAX_DEPTH)
         if not found:
             raise SourceError(self.uri, "no Minari dataset found (expected folders with data/ and "

@@ -49,7 +49,7 @@ import functools
 import math
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -57,7 +57,7 @@ from pydantic import Field
 from .. import fs
 from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Names, Source, SourceOptions, Unit
 from .imagecaption import safe_relative_name
 from .imagecodec import decode_image
 from .metadata import (
@@ -74,8 +74,6 @@ from .tfrecord import DEFAULT_MAX_RECORD_BYTES, Record, iter_records, parse_exam
 
 __all__ = ["RldsSource", "Leaf", "flatten_features", "decode_leaf", "shard_names"]
 
-OPTIONS = ("split", "final_step", "exclude", "episode_id_key", "compression", "max_record_bytes")
-FINAL_STEP = ("auto", "drop", "keep")
 DEFAULT_EXCLUDE = ("*language_embedding*",)
 DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}-of-{NUM_SHARDS}"
 _STEP_FLAGS = ("steps/is_first", "steps/is_last", "steps/is_terminal")
@@ -369,27 +367,24 @@ class _Spec:
     splits: tuple[tuple[str, tuple[str, ...], tuple[int | None, ...]], ...]
 
 
+class RldsOptions(SourceOptions):
+    split: Names = None  # default: "train" when the dataset has it, else every split
+    final_step: Literal["auto", "drop", "keep"] = "auto"
+    exclude: Names = DEFAULT_EXCLUDE  # feature keys (fnmatch patterns) not read
+    episode_id_key: str | None = None
+    compression: str = "auto"
+    max_record_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, ge=1)
+
+
 class RldsSource(Source):
     """A TFDS/RLDS dataset folder (the one holding dataset_info.json and features.json)."""
 
     kind = "rlds"
-
-    def __init__(self, uri: str, **kwargs: Any):
-        super().__init__(uri, **kwargs)
-        unknown = sorted(set(self.options) - set(OPTIONS))
-        if unknown:
-            raise SourceError(self.uri, f"unknown rlds option(s) {unknown} "
-                              f"(known: {', '.join(OPTIONS)})")
-        self.final_step = str(self.options.get("final_step", "auto"))
-        if self.final_step not in FINAL_STEP:
-            raise SourceError(self.uri, f"option final_step must be one of {FINAL_STEP}, "
-                              f"got {self.final_step!r}", key="final_step")
-        exclude = self.options.get("exclude", DEFAULT_EXCLUDE)
-        self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
-        self.episode_id_key = self.options.get("episode_id_key")
-        self.compression = str(self.options.get("compression", "auto"))
-        self.max_record_bytes = int(self.options.get("max_record_bytes",
-                                                     DEFAULT_MAX_RECORD_BYTES))
+    description = "RLDS (TFDS layout): TFRecord files of serialized episodes with nested steps"
+    task_categories = ("robotics", "reinforcement-learning")
+    tags = ("robotics", "rlds", "offline-rl")
+    Options = RldsOptions
+    opts: RldsOptions
 
     # -- dataset folder -------------------------------------------------------------------------
     def _json(self, name: str, what: str, model: Any) -> Any:
@@ -421,12 +416,10 @@ class RldsSource(Source):
         name = info.name or _basename(self.uri)
         info_uri = fs.join(self.uri, "dataset_info.json")
         all_splits = info.splits
-        wanted = self.options.get("split")
+        wanted = self.opts.split
         if wanted is None:
             names = [s.name for s in all_splits]
-            wanted = ["train"] if "train" in names else names
-        elif isinstance(wanted, str):
-            wanted = [wanted]
+            wanted = ("train",) if "train" in names else tuple(names)
         splits = []
         for w in wanted:
             split = next((s for s in all_splits if s.name == w), None)
@@ -466,8 +459,8 @@ class RldsSource(Source):
     def read_unit(self, unit: Unit) -> Iterator[Episode | Rejected]:
         task = unit.param("task")
         read = 0
-        records = iter_records(unit.uri, compression=self.compression,
-                               max_record_bytes=self.max_record_bytes, recover=True)
+        records = iter_records(unit.uri, compression=self.opts.compression,
+                               max_record_bytes=self.opts.max_record_bytes, recover=True)
         while True:
             try:
                 rec = next(records, None)
@@ -504,7 +497,7 @@ class RldsSource(Source):
         if steps == 0:
             raise SourceError(uri, "episode has no steps", offset=offset, key="steps")
         wanted = {k: leaf for k, leaf in spec.leaves.items() if not self._excluded(k)}
-        values = {k: decode_leaf(leaf, ex[k], steps, uri, offset, self.max_record_bytes)
+        values = {k: decode_leaf(leaf, ex[k], steps, uri, offset, self.opts.max_record_bytes)
                   for k, leaf in wanted.items()}
 
         def fail(key: str, reason: str) -> SourceError:
@@ -531,11 +524,11 @@ class RldsSource(Source):
         terminal = bool(flags["steps/is_terminal"][-1]) if "steps/is_terminal" in flags else False
         name = unit.uri.rsplit("/", 1)[-1]
         episode_id = f"{name}:{rec.index}"
-        if self.episode_id_key:
-            if self.episode_id_key not in metadata:
-                raise fail(self.episode_id_key, "option episode_id_key names no scalar "
+        if self.opts.episode_id_key:
+            if self.opts.episode_id_key not in metadata:
+                raise fail(self.opts.episode_id_key, "option episode_id_key names no scalar "
                                                 "episode-metadata feature")
-            episode_id = f"{spec.name}/{metadata[self.episode_id_key]}"
+            episode_id = f"{spec.name}/{metadata[self.opts.episode_id_key]}"
         order = (unit.param("shard"), rec.index)
         if len(spec.splits) > 1:
             order = (unit.param("split_position"), *order)
@@ -558,13 +551,13 @@ class RldsSource(Source):
         """``exclude`` patterns never drop what an episode needs (reward, flags, actions)."""
         if key in _RESERVED or key == "steps/action" or key.startswith("steps/action/"):
             return False
-        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.exclude)
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in (self.opts.exclude or ()))
 
     def _agent_steps(self, steps: int, rewards: np.ndarray, actions: np.ndarray | None,
                      flags: Mapping[str, np.ndarray]) -> int:
-        if self.final_step == "keep" or steps == 0:
+        if self.opts.final_step == "keep" or steps == 0:
             return steps
-        if self.final_step == "drop":
+        if self.opts.final_step == "drop":
             return steps - 1
         is_last = bool(flags["steps/is_last"][-1]) if "steps/is_last" in flags else True
         padding = rewards[-1] == 0 and (actions is None or not np.any(actions[-1]))

@@ -46,14 +46,15 @@ import math
 import posixpath
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import pydantic
 
 from .. import fs
 from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Names, Numbers, Source, SourceOptions, Unit
 from .imagecodec import decode_image
 from .metadata import discount_array
 from .tfrecord import DEFAULT_MAX_RECORD_BYTES, iter_records, parse_example
@@ -65,9 +66,18 @@ LAYOUTS = ("auto", "episodes", "transitions")
 EPISODE_KEYS = ("observations", "actions", "discounts", "checkpoint_idx", "episode_idx")
 TRANSITION_KEYS = ("o_t", "o_tp1", "a_t", "a_tp1", "r_t", "d_t", "episode_id")
 STACK = 4
-OPTIONS = ("layout", "games", "runs", "compression", "max_record_bytes", "reward_key",
-           "episode_buckets", "bucket_bytes")
 DEFAULT_BUCKET_BYTES = 1 << 30
+
+
+class RluAtariOptions(SourceOptions):
+    layout: Literal["auto", "episodes", "transitions"] = "auto"
+    games: Names = None  # restrict a folder to these games
+    runs: Numbers = None  # ... and these runs
+    compression: str = "auto"
+    max_record_bytes: int = pydantic.Field(DEFAULT_MAX_RECORD_BYTES, ge=1)
+    reward_key: str | None = None  # None: unclipped_rewards, as TFDS reads
+    episode_buckets: int | None = pydantic.Field(None, ge=1)  # transitions layout: buckets/run
+    bucket_bytes: int = pydantic.Field(DEFAULT_BUCKET_BYTES, ge=1)  # ... or input bytes/bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,26 +107,23 @@ class RluAtariSource(Source):
     """Reads both RL Unplugged Atari layouts; the layout is detected from the first record."""
 
     kind = "rlu-atari"
+    description = "RL Unplugged Atari: TFRecord files of `tf.train.Example` episodes"
+    task_categories = ("reinforcement-learning",)
+    tags = ("atari", "offline-rl")
+    carries_text = False
+    Options = RluAtariOptions
+    opts: RluAtariOptions
+    selection_options = ("games", "runs")
 
-    def __init__(self, uri: str, **kwargs: Any):
-        super().__init__(uri, **kwargs)
-        unknown = sorted(set(self.options) - set(OPTIONS))
-        if unknown:
-            raise SourceError(self.uri, f"unknown rlu-atari option(s) {unknown} "
-                              f"(known: {', '.join(OPTIONS)})")
-        self.layout = str(self.options.get("layout", "auto"))
-        if self.layout not in LAYOUTS:
-            raise SourceError(self.uri, f"option layout must be one of {LAYOUTS}, "
-                              f"got {self.layout!r}", key="layout")
-        self.compression = str(self.options.get("compression", "auto"))
-        self.max_record_bytes = int(self.options.get("max_record_bytes",
-                                                     DEFAULT_MAX_RECORD_BYTES))
-        self.reward_key = self.options.get("reward_key")  # None: unclipped_rewards, as TFDS reads
+    @classmethod
+    def is_single_dataset(cls, uri: str) -> bool:
+        """One TFRecord file."""
+        return fs.filesystem(uri).isfile(fs.strip_scheme(uri))
 
     # -- units ----------------------------------------------------------------------------------
     def units(self) -> list[Unit]:
         shards = self._shards()
-        layout = self.layout if self.layout != "auto" else self._detect_layout(shards)
+        layout = self.opts.layout if self.opts.layout != "auto" else self._detect_layout(shards)
         if layout == "episodes":
             return [Unit(f"{s.game}/{posixpath.basename(s.uri)}", s.uri, i,
                          (("layout", "episodes"), ("game", s.game), ("run", s.run),
@@ -125,11 +132,8 @@ class RluAtariSource(Source):
         return self._transition_units(shards)
 
     def _shards(self) -> list[_Shard]:
-        games = self.options.get("games")
-        games = [games] if isinstance(games, str) else games
-        runs = self.options.get("runs")
-        runs = {int(r) for r in ([runs] if isinstance(runs, (str, int)) else runs)} if runs \
-            else None
+        games = self.opts.games
+        runs = set(self.opts.runs) if self.opts.runs else None
         filesystem = fs.filesystem(self.uri)
         if not filesystem.exists(fs.strip_scheme(self.uri)):
             raise SourceError(self.uri, "no such file or folder")
@@ -198,15 +202,10 @@ class RluAtariSource(Source):
         return units
 
     def _buckets(self, members: list[_Shard]) -> int:
-        if self.options.get("episode_buckets") is not None:
-            n = int(self.options["episode_buckets"])
-            if n < 1:
-                raise SourceError(self.uri, f"episode_buckets must be >= 1, got {n}",
-                                  key="episode_buckets")
-            return n
-        budget = int(self.options.get("bucket_bytes", DEFAULT_BUCKET_BYTES))
+        if self.opts.episode_buckets is not None:
+            return self.opts.episode_buckets
         total = sum(fs.size(s.uri) for s in members)
-        return max(1, math.ceil(total / max(1, budget)))
+        return max(1, math.ceil(total / self.opts.bucket_bytes))
 
     def _task(self, game: str, run: int) -> str:
         return self.task_name(task=game, game=game, agent=str(run), run=run)
@@ -222,8 +221,8 @@ class RluAtariSource(Source):
             yield from self._read_transition_bucket(unit)
 
     def _records(self, uri: str):
-        return iter_records(uri, compression=self.compression,
-                            max_record_bytes=self.max_record_bytes, recover=True)
+        return iter_records(uri, compression=self.opts.compression,
+                            max_record_bytes=self.opts.max_record_bytes, recover=True)
 
     def _read_episode_file(self, unit: Unit) -> Iterator[Episode | Rejected]:
         game, run, task = unit.param("game"), unit.param("run"), unit.param("task")
@@ -245,7 +244,7 @@ class RluAtariSource(Source):
         def fail(key: str, reason: str) -> SourceError:
             return SourceError(uri, reason, offset=offset, key=key)
 
-        reward_key = self.reward_key or next(
+        reward_key = self.opts.reward_key or next(
             (k for k in ("unclipped_rewards", "clipped_rewards") if k in ex), "unclipped_rewards")
         for key in (*EPISODE_KEYS, reward_key):
             if key not in ex:
