@@ -16,6 +16,17 @@ from typing import Any
 
 import yaml
 
+from ..tokenizers.scheme import (
+    CONTINUOUS_OFFSET,
+    DISCRETE_LIMIT,
+    MU,
+    NUM_BINS,
+    PATCH,
+    PATCH_NORM_DIVISOR,
+    SEPARATOR,
+    TEXT_VOCAB_SIZE,
+    M,
+)
 from .checks import Check, sequence_length
 from .inputs import MODALITY_NAMES, CardInputs, ConfigInputs
 from .metadata import files_for
@@ -157,7 +168,8 @@ def _example_fields() -> str:
         ["local_position", "int16 [L]", "index within the timestep's observation; -1 for "
                                         "separator, actions, padding"],
         ["is_prompt", "uint8 [L]", "1 for prompt tokens (from another episode, loss mask 0)"],
-        ["patches", "uint8 [P, 16, 16, C]", "pixels of the image-patch slots, in slot order"],
+        ["patches", f"uint8 [P, {PATCH}, {PATCH}, C]", "pixels of the image-patch slots, in "
+                                                     "slot order"],
         ["patch_position", "int16 [P, 2]", "(row, col) of each patch in its image's grid"],
         ["meta", "JSON string", "dataset, task, agent, episode_id, first/last step, prompt, "
                                 "lineage"],
@@ -166,12 +178,13 @@ def _example_fields() -> str:
         "## Dataset structure", "",
         "Each example is one sequence of exactly L tokens cut at whole timesteps of one episode "
         "(or, for image-caption data, several image-caption pairs), padded at the end. Per "
-        "timestep: `[text][image patch slots][tensor tokens][separator 33024][action tokens]`; "
-        "ids: text (SentencePiece) and discrete values in [0, 32000) and [0, 1024), continuous "
-        "values mu-law companded (mu = 100, M = 256), clipped to [-1, 1] and put in 1024 uniform "
-        "bins at [32000, 33024). Images are 16x16 patches stored as uint8; the trainer-side "
-        "normalisation is x / 255 * 2 - 1, then / 4 (`trajcorpus.tokenizers."
-        "normalize_patches`).", "",
+        f"timestep: `[text][image patch slots][tensor tokens][separator {SEPARATOR}][action "
+        f"tokens]`; ids: text (SentencePiece) and discrete values in [0, {TEXT_VOCAB_SIZE}) and "
+        f"[0, {DISCRETE_LIMIT}), continuous values mu-law companded (mu = {MU}, M = {M}), "
+        f"clipped to [-1, 1] and put in {NUM_BINS} uniform bins at [{CONTINUOUS_OFFSET}, "
+        f"{CONTINUOUS_OFFSET + NUM_BINS}). Images are {PATCH}x{PATCH} patches stored as uint8; "
+        "the trainer-side normalisation is x / 255 * 2 - 1, then / "
+        f"{PATCH_NORM_DIVISOR:g} (`trajcorpus.tokenizers.normalize_patches`).", "",
         _table(["field", "type", "meaning"], rows),
     ])
 
@@ -467,7 +480,8 @@ def _uses_limits(m: CardModel) -> str:
         "- The filter keeps episodes relative to the best window of the *stored* returns; for "
         "Atari these are sums of clipped rewards (the DQN Replay Dataset stores clipped rewards), "
         "not game scores.",
-        "- Continuous values are quantised to 1024 bins after mu-law companding: the decoded "
+        f"- Continuous values are quantised to {NUM_BINS} bins after mu-law companding: the "
+        "decoded "
         "value is within half a bin of the original in the companded domain, not exact.",
         "- Images are resized to the configured size (sides multiples of 16) before patching; "
         "fine detail below that resolution is lost.",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .codecs import Codec, codecs, format_names, get_codec
+from .codecs import Codec, format_names, get_codec, registered_codecs
 from .collate import collate
 from .epoch import Deal, EpochPlan
 from .example import (
@@ -38,7 +38,7 @@ from .stream import ShardDataset, ShardRef, ShardStream, StreamStats
 from .writer import ShardFile, write_shard
 
 __all__ = [
-    "EXAMPLE_FIELDS", "SEQUENCE_FIELDS", "FIELD_DTYPES", "Codec", "codecs", "format_names",
+    "EXAMPLE_FIELDS", "SEQUENCE_FIELDS", "FIELD_DTYPES", "Codec", "registered_codecs", "format_names",
     "get_codec", "check_example",
     "example_nbytes", "safe_key", "shard_relpath", "parse_relpath", "write_shard", "ShardFile",
     "write_manifest", "read_manifest", "Manifest", "verify_output", "VerifyReport",

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ShardError
 
-__all__ = ["ALL", "Codec", "register", "get_codec", "codecs", "format_names", "extensions",
+__all__ = ["ALL", "Codec", "register", "get_codec", "registered_codecs", "format_names", "extensions",
            "format_choices", "formats_for", "primary_of"]
 
 _REGISTRY: dict[str, Codec] = {}
@@ -59,7 +59,7 @@ def _load() -> None:
             importlib.import_module(f"{package}.{module.name}")
 
 
-def codecs() -> list[Codec]:
+def registered_codecs() -> list[Codec]:
     """Every registered codec, preferred first."""
     _load()
     return sorted(_REGISTRY.values(), key=lambda c: (c.rank, c.name))
@@ -74,12 +74,12 @@ def get_codec(name: str) -> Codec:
 
 
 def format_names() -> list[str]:
-    return [c.name for c in codecs()]
+    return [c.name for c in registered_codecs()]
 
 
 def extensions() -> dict[str, str]:
     """extension -> format name."""
-    return {c.extension: c.name for c in codecs()}
+    return {c.extension: c.name for c in registered_codecs()}
 
 
 def format_choices() -> list[str]:

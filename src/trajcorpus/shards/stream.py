@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .. import fs
 from ..errors import ShardError
-from .codecs import codecs, get_codec, primary_of
+from .codecs import get_codec, primary_of, registered_codecs
 from .epoch import EpochPlan
 from .index import EpisodeIndex, read_index
 from .manifest import Manifest, read_manifest
@@ -85,7 +85,7 @@ class ShardDataset:
             raise ShardError(f"{out} config {config!r}",
                              f"not in the manifest (configs: {sorted(manifest.configs)})")
         formats = manifest.formats(config)
-        fmt = fmt or primary_of(formats) or codecs()[0].name
+        fmt = fmt or primary_of(formats) or registered_codecs()[0].name
         files = manifest.files_of(config, split, fmt)
         if not files:
             raise ShardError(f"{out} config {config!r}", f"no {fmt} shards for split {split!r} "
