@@ -446,7 +446,7 @@ def test_size_categories_and_globs():
 
 
 def test_a_folder_without_manifest_is_refused(tmp_path):
-    with pytest.raises(ShardError, match="manifest.json: missing"):
+    with pytest.raises(ShardError, match="manifest.json: no manifest: the folder is not a finished"):
         write_card(str(tmp_path))
     assert not (tmp_path / "README.md").exists()
 

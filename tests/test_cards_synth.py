@@ -260,7 +260,6 @@ def build_out(root) -> dict:
     _write_jsonl(root / "audit" / "demo-atari.episodes.jsonl", episodes)
     _write_jsonl(root / "audit" / "demo-atari.rejected.jsonl", rejects)
     write_manifest(out, files, "demo-atari", {
-        "source": kind_facts("dqn-replay"),
         "catalog_entry": {"id": "demo-atari", "kind": "dqn-replay",
                           "uri": "tests/fixtures/atari_dqn_replay", "license": "CC-BY-4.0",
                           "citation": "Agarwal, Schuurmans, Norouzi. An Optimistic Perspective "
@@ -278,6 +277,7 @@ def build_out(root) -> dict:
         "command": "trajcorpus run --catalog catalog.yaml --dataset demo-atari --output OUT "
                    "--seed 3 --format both",
         "text_model": None, "tokenizer_sha256": None,
+        "source": kind_facts("dqn-replay"),
     })
     expected["demo-atari"] = {"audit": audit, "examples": examples, "rejects": rejects}
 
@@ -306,7 +306,6 @@ def build_out(root) -> dict:
     vl_files = [write_shard(vl, out, shard_relpath("demo-captions", "train", "parquet", 0, 1),
                             "parquet")]
     write_manifest(out, vl_files, "demo-captions", {
-        "source": kind_facts("coco-captions"),
         "catalog_entry": {"id": "demo-captions", "kind": "coco-captions",
                           "uri": "tests/fixtures/image_caption/coco",
                           "license": "CC0-1.0 and public domain (see PROVENANCE.md)",
@@ -318,6 +317,7 @@ def build_out(root) -> dict:
         "text_model": {"path": "tokenizer/demo-captions.model",
                        "sha256": hashlib.sha256(model).hexdigest(), "vocab_size": 30},
         "tokenizer_sha256": hashlib.sha256(model).hexdigest(),
+        "source": kind_facts("coco-captions"),
     })
     expected["demo-captions"] = {"audit": vl_audit, "examples": vl,
                                  "captions": [r[1] for r in records]}
@@ -339,7 +339,6 @@ def build_out(root) -> dict:
     mj_files = [write_shard(mj, out, shard_relpath("demo-mujoco", "train", "parquet", 0, 1),
                             "parquet")]
     write_manifest(out, mj_files, "demo-mujoco", {
-        "source": kind_facts("minari"),
         "catalog_entry": {"id": "demo-mujoco", "kind": "minari",
                           "uri": "tests/fixtures/mujoco/minari/trajcorpus-fixtures",
                           "license": "CC-BY-4.0", "citation": "Younis et al. Minari. 2024."},
@@ -348,6 +347,7 @@ def build_out(root) -> dict:
                      "tokenize": {"mu_law": False, "mu_law_exempt": ["actions"]},
                      "sequence": {"length": L_MUJOCO}},
         "sequence_length": L_MUJOCO, "seed": 3, "code_version": "0.1.0",
+        "source": kind_facts("minari"),
     })
     expected["demo-mujoco"] = {"audit": mj_audit, "examples": mj}
     return expected

@@ -29,7 +29,8 @@ from pydantic import Field
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Label, Source, SourceOptions, Unit
+from .base import Label, SourceOptions, Unit
+from .families import CaptionSource
 from .imagecaption import (
     caption_episode,
     caption_text,
@@ -158,15 +159,12 @@ class CocoOptions(SourceOptions):
     task: Label = None  # default: "coco"
 
 
-class CocoCaptionsSource(Source):
+class CocoCaptionsSource(CaptionSource):
     """Reads COCO caption annotations; one unit = a run of images of one annotation file."""
 
     kind = "coco-captions"
     description = "COCO captions: `captions_*.json` annotations + JPEG images"
-    task_categories = ("image-to-text",)
-    tags = ("image-captioning",)
     Options = CocoOptions
-    opts: CocoOptions
 
     def _annotation_files(self) -> tuple[str, list[str]]:
         if self.uri.endswith(".json"):

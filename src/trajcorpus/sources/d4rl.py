@@ -37,7 +37,8 @@ import pydantic
 from .. import fs
 from ..errors import SourceError, one_line
 from ..schemas.episode import Episode, Rejected
-from .base import Label, Source, SourceOptions, Unit
+from .base import Label, SourceOptions, Unit
+from .families import MujocoLogs
 from .h5file import open_h5, read_dataset
 from .metadata import flag_array
 
@@ -117,16 +118,13 @@ class D4RLOptions(SourceOptions):
     task: Label = None  # default: the file's stem
 
 
-class D4RLSource(Source):
+class D4RLSource(MujocoLogs):
     """Reads D4RL flat HDF5 files; one unit = a run of rows of one file."""
 
     kind = "d4rl"
     description = "D4RL HDF5: flat arrays over transitions with `terminals`/`timeouts` flags"
-    task_categories = ("reinforcement-learning",)
-    tags = ("mujoco", "offline-rl")
-    carries_text = False
+    carries_text = False  # flat arrays of numbers only
     Options = D4RLOptions
-    opts: D4RLOptions
 
     def _files(self) -> list[str]:
         if self.uri.endswith((".hdf5", ".h5")):

@@ -50,8 +50,9 @@ import pydantic
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Names, Source, SourceOptions, Unit
+from .base import Names, SourceOptions, Unit
 from .dqn_runs import Run
+from .families import AtariLogs
 from .gzipnpy import GzipNpyStream, read_small_array
 from .metadata import small_int
 
@@ -90,18 +91,13 @@ def _natural(name: str) -> tuple[int, str]:
     return (n, "") if n is not None else (1 << 62, name)
 
 
-class DqnReplaySource(Source):
+class DqnReplaySource(AtariLogs):
     """``dqn-replay``: task = game, agent = run; one unit per (game, run, checkpoint suffix)."""
 
     kind = "dqn-replay"
     description = ("DQN Replay Dataset logs written by Dopamine: per checkpoint, gzip-compressed "
                    "NumPy arrays (`$store$_observation_ckpt.N.gz`, actions, rewards, terminals)")
-    task_categories = ("reinforcement-learning",)
-    tags = ("atari", "offline-rl")
-    carries_text = False
     Options = DqnReplayOptions
-    opts: DqnReplayOptions
-    selection_options = ("games", "runs")
 
     @classmethod
     def is_single_dataset(cls, uri: str) -> bool:

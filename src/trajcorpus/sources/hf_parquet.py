@@ -32,15 +32,9 @@ import pyarrow.parquet as pq
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
-from .imagecaption import (
-    MAX_IMAGE_BYTES,
-    TaskAgentOptions,
-    caption_episode,
-    caption_text,
-    load_image,
-    rejected,
-)
+from .base import Unit
+from .families import CaptionSource, TaskAgentOptions
+from .imagecaption import MAX_IMAGE_BYTES, caption_episode, caption_text, load_image, rejected
 from .metadata import Name, Strict, parse_json, validate
 
 __all__ = ["HFImageParquetSource", "feature_columns"]
@@ -126,15 +120,12 @@ class HFImageParquetOptions(TaskAgentOptions):
     caption_column: str | None = None  # default: ... the first string feature
 
 
-class HFImageParquetSource(Source):
+class HFImageParquetSource(CaptionSource):
     """Reads HF image-caption Parquet files; one unit = one file, streamed in batches."""
 
     kind = "hf-image-parquet"
     description = "Hugging Face Parquet: `Image` feature bytes + caption column"
-    task_categories = ("image-to-text",)
-    tags = ("image-captioning",)
     Options = HFImageParquetOptions
-    opts: HFImageParquetOptions
 
     def units(self) -> list[Unit]:
         if self.uri.endswith(".parquet"):

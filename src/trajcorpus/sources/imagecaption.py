@@ -18,20 +18,12 @@ import numpy as np
 from .. import fs
 from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
-from .base import Label, SourceOptions
 from .imagecodec import decode_image
 
 __all__ = ["MAX_IMAGE_BYTES", "caption_text", "caption_episode", "read_bounded", "load_image",
-           "rejected", "safe_relative_name", "TaskAgentOptions"]
+           "rejected", "safe_relative_name"]
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # an encoded image larger than this is refused unread
-
-
-class TaskAgentOptions(SourceOptions):
-    """The options of a caption reader that names its records: ``task`` and ``agent``."""
-
-    task: Label = None  # default: the dataset id
-    agent: Label = None  # default: the reader's own (the split or "img2dataset")
 
 
 def caption_text(raw: Any, uri: str, key: str) -> str:

@@ -36,10 +36,10 @@ import pyarrow.parquet as pq
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Unit
+from .families import CaptionSource, TaskAgentOptions
 from .imagecaption import (
     MAX_IMAGE_BYTES,
-    TaskAgentOptions,
     caption_episode,
     caption_text,
     load_image,
@@ -75,15 +75,12 @@ def split_member_name(name: str) -> tuple[str, str] | None:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-class Img2DatasetSource(Source):
+class Img2DatasetSource(CaptionSource):
     """Reads an img2dataset webdataset output folder; one unit = one shard."""
 
     kind = "img2dataset"
     description = "img2dataset WebDataset tar shards (image + `.txt` caption + `.json` status)"
-    task_categories = ("image-to-text",)
-    tags = ("image-captioning",)
     Options = TaskAgentOptions
-    opts: TaskAgentOptions
 
     def units(self) -> list[Unit]:
         shards: dict[str, dict[str, str]] = {}

@@ -46,7 +46,8 @@ from pydantic import Field
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Names, Source, SourceOptions, Unit
+from .base import Names, SourceOptions, Unit
+from .families import MujocoLogs
 from .h5file import open_h5, read_dataset
 from .metadata import (
     flag_array,
@@ -80,15 +81,12 @@ class MinariOptions(SourceOptions):
     episodes_per_unit: int = Field(100, ge=1)
 
 
-class MinariSource(Source):
+class MinariSource(MujocoLogs):
     """Reads a Minari root or dataset folder; one unit = a run of whole episodes of one dataset."""
 
     kind = "minari"
     description = "Minari datasets: `main_data.hdf5` (one group per episode) + metadata"
-    task_categories = ("reinforcement-learning",)
-    tags = ("mujoco", "offline-rl")
     Options = MinariOptions
-    opts: MinariOptions
     selection_options = ("datasets",)
 
     @classmethod

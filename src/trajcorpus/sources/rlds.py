@@ -101,7 +101,6 @@ class RldsSource(Source):
     task_categories = ("robotics", "reinforcement-learning")
     tags = ("robotics", "rlds", "offline-rl")
     Options = RldsOptions
-    opts: RldsOptions
 
     # -- dataset folder -------------------------------------------------------------------------
     def _json(self, name: str, what: str, model: Any) -> Any:

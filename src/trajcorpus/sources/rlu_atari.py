@@ -53,7 +53,8 @@ import pydantic
 from .. import fs
 from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
-from .base import Names, Numbers, Source, SourceOptions, Unit
+from .base import Names, Numbers, SourceOptions, Unit
+from .families import AtariLogs
 from .imagecodec import decode_image
 from .metadata import discount_array
 from .rlu_records import (
@@ -112,17 +113,12 @@ def _terminal(discounts: np.ndarray, uri: str, key: str, offset: int | None) -> 
     return bool(d.size and d[-1] == 0.0)
 
 
-class RluAtariSource(Source):
+class RluAtariSource(AtariLogs):
     """Reads both RL Unplugged Atari layouts; the layout is detected from the first record."""
 
     kind = "rlu-atari"
     description = "RL Unplugged Atari: TFRecord files of `tf.train.Example` episodes"
-    task_categories = ("reinforcement-learning",)
-    tags = ("atari", "offline-rl")
-    carries_text = False
     Options = RluAtariOptions
-    opts: RluAtariOptions
-    selection_options = ("games", "runs")
 
     @classmethod
     def is_single_dataset(cls, uri: str) -> bool:
