@@ -94,6 +94,9 @@ class Source(abc.ABC):
     Options: ClassVar[type[SourceOptions]] = SourceOptions
     # options that pick sub-datasets of a root: dropped when ``--input`` names one dataset
     selection_options: ClassVar[tuple[str, ...]] = ()
+    # the environment whose definition names fields when nothing else does ("atari": the ALE
+    # action set, "mujoco": the Gymnasium joints; see trajcorpus.semantics)
+    environment: ClassVar[str] = ""
 
     @classmethod
     def is_single_dataset(cls, uri: str) -> bool:
@@ -124,6 +127,12 @@ class Source(abc.ABC):
         except pydantic.ValidationError as err:
             _, reason = options_error(self.kind, self.Options, err)
             raise SourceError(self.uri, reason) from None
+
+    @classmethod
+    def own_references(cls, units: list[Unit]) -> dict[str, dict]:
+        """Task -> reference scores the data itself declares (e.g. Minari's metadata), which win
+        over the catalog's; most formats declare none."""
+        return {}
 
     # -- the contract -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -20,6 +20,7 @@ class AtariLogs(OfflineRL):
     """Atari logs: frames and ALE actions, no text; ``games``/``runs`` select under a root."""
 
     tags = ("atari", "offline-rl")
+    environment = "atari"
     carries_text = False
     selection_options = ("games", "runs")
 
@@ -28,6 +29,7 @@ class MujocoLogs(OfflineRL):
     """MuJoCo (gym locomotion) logs: continuous states and actions."""
 
     tags = ("mujoco", "offline-rl")
+    environment = "mujoco"
 
 
 class CaptionSource(Source):

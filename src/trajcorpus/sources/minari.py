@@ -33,8 +33,9 @@ instead of discovering all).
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import h5py
@@ -69,7 +70,7 @@ from .minari_spaces import (
     space_leaves,
 )
 
-__all__ = ["MinariSource", "Leaf", "space_leaves", "leaf_kind"]
+__all__ = ["MinariSource", "Leaf", "space_leaves", "leaf_kind", "minari_references"]
 
 _EPISODE_GROUP = re.compile(r"^episode_(\d{1,18})$")  # bounded: int() of 5,000 digits fails
 _ARROW_PART = re.compile(r"^part-(\d{1,18})\.arrow$")
@@ -88,6 +89,11 @@ class MinariSource(MujocoLogs):
     description = "Minari datasets: `main_data.hdf5` (one group per episode) + metadata"
     Options = MinariOptions
     selection_options = ("datasets",)
+
+    @classmethod
+    def own_references(cls, units: list[Unit]) -> dict[str, dict]:
+        """Each dataset's ``ref_min_score``/``ref_max_score`` (see :func:`minari_references`)."""
+        return minari_references(units)
 
     @classmethod
     def is_single_dataset(cls, uri: str) -> bool:
@@ -379,3 +385,24 @@ def _find_datasets(uri: str, depth: int) -> list[str]:
     for name in names:
         out += _find_datasets(fs.join(uri, name), depth - 1)
     return out
+
+
+def minari_references(units: Iterable[Any]) -> dict[str, dict]:
+    """Task -> reference from each Minari dataset's metadata (the first dataset id of a task
+    that has both ends, in id order)."""
+    found: dict[str, list[tuple[str, dict]]] = {}
+    pairs = {(u.param("dataset_dir"), u.param("task")) for u in units}
+    for folder, task in sorted(p for p in pairs if isinstance(p[0], str) and isinstance(p[1], str)):
+        uri = fs.join(folder, "data", "metadata.json")
+        try:
+            with fs.open_uri(uri, "rb") as f:
+                meta = json.loads(f.read())
+        except (OSError, ValueError):
+            continue  # the reader reports an unreadable metadata file itself
+        lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+            did = str(meta.get("dataset_id", folder))
+            found.setdefault(task, []).append((did, {
+                "random": float(lo), "expert": float(hi), "expert_kind": "expert",
+                "source": f"Minari dataset metadata ref_min_score/ref_max_score ({did})"}))
+    return {task: sorted(v, key=lambda t: t[0])[0][1] for task, v in found.items()}
