@@ -56,7 +56,7 @@ class JobResult:
             "with a prompt)",
             f"  tokens: {toks}",
             f"  output: {len(self.files)} shard file(s), {size / 1e6:.1f} MB; audit in "
-            f"{fs.join(self.output, 'audit', self.config + '.json')}",
+            f"{audit_paths(self.output, self.config)['audit']}",
             f"  card: {fs.join(self.output, 'README.md')}",
         ])
 
@@ -79,7 +79,7 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
     audit_mod.check_audit(spec.config, audit, res["episodes"])
 
     paths = audit_paths(spec.output, spec.config)
-    fs.makedirs(fs.join(spec.output, "audit"))
+    fs.makedirs(paths["audit"].rsplit("/", 1)[0])
     thresholds = {t: f.threshold for t, f in filters.items()}
     kept = audit_mod.stitch_episodes(
         [spec.unit_file(u, "episodes.jsonl") for u in units], paths["episodes"], thresholds)

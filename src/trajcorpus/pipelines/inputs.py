@@ -14,6 +14,7 @@ from typing import Any
 from .. import fs
 from ..errors import TrajcorpusError
 from ..schemas.catalog import DatasetEntry
+from ..schemas.records import AUDIT_DIR
 from ..sources.base import get_source
 
 __all__ = ["TMP_DIR", "OUTPUT_NAMES", "check_output", "reader_options", "lineage_root"]
@@ -21,7 +22,7 @@ __all__ = ["TMP_DIR", "OUTPUT_NAMES", "check_output", "reader_options", "lineage
 TMP_DIR = ".trajcorpus-tmp"
 
 
-OUTPUT_NAMES = frozenset({"manifest.json", "README.md", "data", "audit", "tokenizer", "card",
+OUTPUT_NAMES = frozenset({"manifest.json", "README.md", "data", AUDIT_DIR, "tokenizer", "card",
                           TMP_DIR})
 
 
