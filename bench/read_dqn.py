@@ -129,10 +129,10 @@ def peak_rss_mb() -> float:
 def child_read(run_dir: str, suffix: int, inflate: str) -> None:
     """Runs in a fresh process: read one unit, print JSON with time, counts and peak RSS."""
     from trajcorpus.schemas.episode import Rejected
-    from trajcorpus.sources import dqn_replay
+    from trajcorpus.sources import dqn_replay, gzipnpy
 
     if inflate == "zlib":
-        dqn_replay._inflate = zlib
+        gzipnpy._inflate = zlib
     src = dqn_replay.DqnReplaySource(run_dir)
     unit = next(u for u in src.units() if u.param("suffix") == suffix)
     base_mb = peak_rss_mb()  # interpreter + imports
@@ -149,7 +149,7 @@ def child_read(run_dir: str, suffix: int, inflate: str) -> None:
     print(json.dumps({"seconds": dt, "episodes": episodes, "steps": steps,
                       "rejected": rejected, "longest_episode": longest,
                       "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": base_mb,
-                      "inflate": dqn_replay._inflate.__name__}))
+                      "inflate": gzipnpy._inflate.__name__}))
 
 
 def run_child(run_dir: Path, suffix: int, inflate: str) -> dict:

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from trajcorpus.sources.base import kind_facts
 from trajcorpus.tokenizers.scheme import CONTINUOUS_OFFSET, NUM_BINS, SEPARATOR, Modality
 
 L_ATARI = 96  # up to 3 Atari steps (27 tokens each) + padding
@@ -276,6 +277,7 @@ def build_out(root) -> dict:
         "command": "trajcorpus run --catalog catalog.yaml --dataset demo-atari --output OUT "
                    "--seed 3 --format both",
         "text_model": None, "tokenizer_sha256": None,
+        "source": kind_facts("dqn-replay"),
     })
     expected["demo-atari"] = {"audit": audit, "examples": examples, "rejects": rejects}
 
@@ -315,6 +317,7 @@ def build_out(root) -> dict:
         "text_model": {"path": "tokenizer/demo-captions.model",
                        "sha256": hashlib.sha256(model).hexdigest(), "vocab_size": 30},
         "tokenizer_sha256": hashlib.sha256(model).hexdigest(),
+        "source": kind_facts("coco-captions"),
     })
     expected["demo-captions"] = {"audit": vl_audit, "examples": vl,
                                  "captions": [r[1] for r in records]}
@@ -344,6 +347,7 @@ def build_out(root) -> dict:
                      "tokenize": {"mu_law": False, "mu_law_exempt": ["actions"]},
                      "sequence": {"length": L_MUJOCO}},
         "sequence_length": L_MUJOCO, "seed": 3, "code_version": "0.1.0",
+        "source": kind_facts("minari"),
     })
     expected["demo-mujoco"] = {"audit": mj_audit, "examples": mj}
     return expected

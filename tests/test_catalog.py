@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from trajcorpus.errors import CatalogError
-from trajcorpus.schemas.catalog import SOURCE_KINDS, load_catalog, parse_catalog
+from trajcorpus.schemas.catalog import load_catalog, parse_catalog
+from trajcorpus.sources import registered_kinds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def _parse(text: str) -> None:
 def test_repo_catalog_is_valid_and_has_a_demo_per_kind():
     cat = load_catalog(str(REPO / "catalog.yaml"))
     ids = cat.ids()
-    for kind in SOURCE_KINDS:
+    for kind in registered_kinds():
         assert f"demo-{kind}" in ids, f"missing demo entry for {kind}"
         entry = cat.get(f"demo-{kind}")
         assert entry.kind == kind and entry.demo
@@ -61,8 +62,16 @@ def test_good_minimal_entry_gets_spec_defaults():
          "missing required field"),
         # bad type
         (GOOD_ENTRY + "    mixture_weight: heavy\n", 7, "a", "mixture_weight", "number"),
-        # bad enum value
-        (GOOD_ENTRY.replace("kind: minari", "kind: parquetish"), 4, "a", "kind", "Input should be"),
+        # a kind no reader registers
+        (GOOD_ENTRY.replace("kind: minari", "kind: parquetish"), 4, "a", "kind",
+         "unknown source kind 'parquetish' (known: coco-captions, d4rl,"),
+        # a misspelt reader option: the reader's own Options model refuses it at catalog time
+        (GOOD_ENTRY + "    options: {episodes_per_unit: 10, datasts: [x]}\n", 7, "a",
+         "options.datasts", "unknown minari option 'datasts' (known: ['datasets', "),
+        # a bad option value, named with its own line
+        (GOOD_ENTRY + "    options:\n      datasets: [x]\n      episodes_per_unit: 0\n", 9, "a",
+         "options.episodes_per_unit", "minari option 'episodes_per_unit': Input should be "
+         "greater than or equal to 1"),
         # image size not a multiple of 16
         (GOOD_ENTRY + "    tokenize: {image_size: [84, 84]}\n", 7, "a", "tokenize.image_size",
          "multiples of 16"),
@@ -148,7 +157,17 @@ def test_relative_uri_resolves_against_catalog_folder(tmp_path):
     assert cat.uri_of(cat.get("a")) == str(tmp_path / "sub" / "somewhere")
 
 
-def test_every_catalog_kind_has_a_registered_reader():
-    from trajcorpus.sources import registered_kinds
+def test_every_registered_kind_declares_its_facts_and_refuses_unknown_options():
+    """The facts the manifest and card take from a kind (sources.base.Source) are all set, and
+    every reader's Options model forbids an unknown key when the source is built."""
+    from trajcorpus.errors import SourceError
+    from trajcorpus.sources import get_source
 
-    assert registered_kinds() == sorted(SOURCE_KINDS)
+    assert {"dqn-replay", "rlu-atari", "minari", "d4rl", "coco-captions", "img2dataset",
+            "hf-image-parquet", "rlds"} <= set(registered_kinds())
+    for kind in registered_kinds():
+        cls = get_source(kind)
+        assert cls.description and cls.task_categories and cls.tags, kind
+        assert cls.Options.model_config.get("extra") == "forbid", kind
+        with pytest.raises(SourceError, match=f"unknown {kind} option 'no_such_option'"):
+            cls("x", options={"no_such_option": 1})

@@ -23,7 +23,7 @@ import yaml
 
 from trajcorpus.errors import ShardError, TrajcorpusError
 from trajcorpus.pipelines import run_job
-from trajcorpus.pipelines.job import _root_cause
+from trajcorpus.pipelines.runners import root_cause as _root_cause
 
 pytest.importorskip("distributed")
 

@@ -22,8 +22,8 @@ import yaml
 
 from trajcorpus.errors import SourceError, TrajcorpusError
 from trajcorpus.pipelines import run_job
-from trajcorpus.pipelines.audit import AUDIT_KEYS
 from trajcorpus.schemas.catalog import load_catalog
+from trajcorpus.schemas.records import AUDIT_KEYS
 from trajcorpus.shards.hub import public_info
 from trajcorpus.sources import base as source_base
 from trajcorpus.sources import open_source

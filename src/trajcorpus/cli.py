@@ -46,6 +46,7 @@ def _catalog_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .shards.codecs import format_choices
     from .shards.layout import MIN_SHARD_BYTES, MIN_SHARDS
 
     p = _Parser(prog="trajcorpus", description=__doc__.splitlines()[0])
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace this dataset's earlier output in --output, or write into a "
                      "folder that holds other files (default: refuse)")
     run.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    run.add_argument("--format", choices=("webdataset", "parquet", "both"), default="both",
+    run.add_argument("--format", choices=format_choices(), default="both",
                      help="shard format(s) (default: %(default)s)")
     run.add_argument("--runner", default="DirectRunner",
                      choices=("DirectRunner", "DataflowRunner", "DaskRunner"),

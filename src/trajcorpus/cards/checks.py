@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from .inputs import MODALITY_NAMES, ConfigInputs, lookup
+from ..shards.codecs import primary_of
+from .inputs import MODALITY_NAMES, ConfigInputs
 from .shardio import ShardScan
 
 __all__ = ["Check", "config_checks", "primary_files", "sequence_length"]
@@ -29,13 +30,13 @@ class Check:
 
 def primary_files(cfg: ConfigInputs) -> list:
     """The files of one format (Parquet when present): each example counted once."""
-    formats = sorted({f.format for f in cfg.files}, key=lambda x: (x != "parquet", x))
-    return [f for f in cfg.files if formats and f.format == formats[0]]
+    primary = primary_of({f.format for f in cfg.files})
+    return [f for f in cfg.files if f.format == primary]
 
 
 def sequence_length(cfg: ConfigInputs) -> int | None:
     seq = cfg.entry.get("sequence") or {}
-    value = lookup(seq, "length") or lookup(cfg.info, "sequence_length", "length")
+    value = seq.get("length") or cfg.info.get("sequence_length")
     return int(value) if value is not None else None
 
 

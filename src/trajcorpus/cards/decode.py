@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShardError
-from ..tokenizers.scheme import CONTINUOUS_OFFSET, NUM_BINS, PATCH, Modality
+from ..tokenizers import decode_continuous
+from ..tokenizers.scheme import CONTINUOUS_OFFSET, PATCH, Modality
 
 __all__ = ["DecodedStep", "DecodedSequence", "decode_example", "assemble_images",
            "decode_continuous_tokens"]
@@ -48,20 +49,7 @@ class DecodedSequence:
 def decode_continuous_tokens(tokens: np.ndarray, mu_law: bool) -> np.ndarray:
     """The tokenizer's inverse (bin centre, inverse mu-law) through its public function."""
     tokens = np.asarray(tokens, dtype=np.int32)
-    try:
-        from ..tokenizers import decode_continuous
-    except ImportError:  # the tokenizer module predates its decoder: same SPEC formula
-        return _decode_continuous_spec(tokens, mu_law)
     return np.asarray(decode_continuous(tokens, mu_law=mu_law), dtype=np.float32)
-
-
-def _decode_continuous_spec(tokens: np.ndarray, mu_law: bool) -> np.ndarray:
-    from ..tokenizers.scheme import MU, M
-
-    y = ((tokens.astype(np.float64) - CONTINUOUS_OFFSET + 0.5) / NUM_BINS) * 2.0 - 1.0
-    if mu_law:
-        y = np.sign(y) * np.expm1(np.abs(y) * np.log(M * MU + 1.0)) / MU
-    return y.astype(np.float32)
 
 
 def assemble_images(patches: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:

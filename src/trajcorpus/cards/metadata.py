@@ -15,10 +15,12 @@ from typing import Any
 import yaml
 
 from .. import fs
+from ..shards.codecs import get_codec
+from ..shards.hub import hub_configs
+from ..shards.manifest import read_manifest
 from .inputs import CardInputs, ConfigInputs, ShardEntry
 
 __all__ = [
-    "TASK_CATEGORIES",
     "license_id",
     "size_category",
     "glob_regex",
@@ -28,27 +30,6 @@ __all__ = [
     "dump_yaml",
 ]
 
-# catalog kind -> hub task categories (https://huggingface.co/tasks)
-TASK_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "dqn-replay": ("reinforcement-learning",),
-    "rlu-atari": ("reinforcement-learning",),
-    "minari": ("reinforcement-learning",),
-    "d4rl": ("reinforcement-learning",),
-    "rlds": ("robotics", "reinforcement-learning"),
-    "coco-captions": ("image-to-text",),
-    "img2dataset": ("image-to-text",),
-    "hf-image-parquet": ("image-to-text",),
-}
-_KIND_TAGS: dict[str, tuple[str, ...]] = {
-    "dqn-replay": ("atari", "offline-rl"),
-    "rlu-atari": ("atari", "offline-rl"),
-    "minari": ("mujoco", "offline-rl"),
-    "d4rl": ("mujoco", "offline-rl"),
-    "rlds": ("robotics", "rlds", "offline-rl"),
-    "coco-captions": ("image-captioning",),
-    "img2dataset": ("image-captioning",),
-    "hf-image-parquet": ("image-captioning",),
-}
 # hub licence ids (https://huggingface.co/docs/hub/repositories-licenses) a catalog may name
 _HUB_LICENSES = frozenset({
     "apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "cc-by-2.0", "cc-by-2.5",
@@ -131,32 +112,8 @@ def files_for(entry: Mapping[str, Any], files: Sequence[ShardEntry]) -> dict[str
 
 
 def hub_config_entries(inputs: CardInputs) -> list[dict[str, Any]]:
-    """The ``configs:`` entries: the shards module's when it is importable, else one per format."""
-    try:
-        from ..shards import hub_configs, read_manifest
-    except ImportError:
-        try:
-            from ..shards.hub import hub_configs
-            from ..shards.manifest import read_manifest
-        except ImportError:
-            return _fallback_configs(inputs)
+    """The ``configs:`` entries, as the shards module lays them out (``shards.hub``)."""
     return [dict(c) for c in hub_configs(read_manifest(inputs.out))]
-
-
-def _fallback_configs(inputs: CardInputs) -> list[dict[str, Any]]:
-    out = []
-    for cfg in inputs.configs.values():
-        by_fmt: dict[str, dict[str, set[str]]] = {}
-        for f in cfg.files:
-            folder = f.path.rsplit("/", 1)[0] + "/" if "/" in f.path else ""
-            ext = f.path.rsplit(".", 1)[-1]
-            by_fmt.setdefault(f.format, {}).setdefault(f.split, set()).add(
-                f"{folder}{f.split}-*.{ext}")
-        for i, fmt in enumerate(sorted(by_fmt, key=lambda x: (x != "parquet", x))):
-            name = cfg.name if i == 0 else f"{cfg.name}-{fmt}"
-            out.append({"config_name": name, "data_files": [
-                {"split": s, "path": sorted(p)} for s, p in sorted(by_fmt[fmt].items())]})
-    return out
 
 
 def _parquet_features(out: str, first: ShardEntry) -> list[dict[str, Any]] | None:
@@ -174,7 +131,7 @@ def _dataset_info(inputs: CardInputs, entry: Mapping[str, Any],
     splits = files_for(entry, cfg.files if cfg else [])
     info: dict[str, Any] = {"config_name": entry["config_name"]}
     matched = [f for fs_ in splits.values() for f in fs_]
-    if matched and all(f.format == "parquet" for f in matched):
+    if matched and all(get_codec(f.format).columnar for f in matched):
         features = _parquet_features(inputs.out, matched[0])
         if features:
             info["features"] = features
@@ -200,11 +157,11 @@ def card_metadata(inputs: CardInputs, primary_examples: int,
                   hub: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The YAML front matter as an ordered dict (key order is part of the card's bytes)."""
     entries = [c.entry for c in inputs.configs.values()]
-    kinds = sorted({str(e.get("kind")) for e in entries if e.get("kind")})
+    facts = [c.source for c in inputs.configs.values()]  # each kind's, from the manifest
     licenses = sorted({license_id(str(e.get("license", ""))) for e in entries}) or ["unknown"]
-    categories = sorted({c for k in kinds for c in TASK_CATEGORIES.get(k, ())})
-    tags = ["trajcorpus", "gato", "tokenized"] + sorted({t for k in kinds
-                                                         for t in _KIND_TAGS.get(k, ())})
+    categories = sorted({c for f in facts for c in f.get("task_categories", ())})
+    tags = ["trajcorpus", "gato", "tokenized"] + sorted({t for f in facts
+                                                         for t in f.get("tags", ())})
     hub = hub_config_entries(inputs) if hub is None else hub
     meta: dict[str, Any] = {
         "license": licenses[0] if len(licenses) == 1 else licenses,

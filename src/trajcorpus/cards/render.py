@@ -9,42 +9,47 @@ string that reads back as the same float), counts as integers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from .checks import Check, sequence_length
-from .inputs import MODALITY_NAMES, CardInputs, ConfigInputs, lookup
-from .metadata import files_for
+from ..tokenizers.scheme import (
+    CONTINUOUS_OFFSET,
+    DISCRETE_LIMIT,
+    MU,
+    NUM_BINS,
+    PATCH,
+    PATCH_NORM_DIVISOR,
+    SEPARATOR,
+    TEXT_VOCAB_SIZE,
+    M,
+)
+from .checks import Check
+from .inputs import CardInputs, ConfigInputs
+from .markdown import _bytes, _code, _num, _pct, _table, anchor
+from .output_sections import (
+    GATO_CITATION,
+    MAX_FILES_LISTED,
+    _checks,
+    _citations,
+    _example,
+    _files,
+    _loading,
+    _rebuild,
+    _tokens,
+    _uses_limits,
+)
 from .shardio import ShardScan
-from .snippets import loading_snippets
 from .stats_section import INFO_KEYS, render_trainer_section
 
-__all__ = ["ConfigCard", "CardModel", "render_body", "MAX_FILES_LISTED", "KIND_FORMATS",
-           "anchor"]
+__all__ = ["ConfigCard", "CardModel", "render_body", "MAX_FILES_LISTED", "anchor"]
 
-MAX_FILES_LISTED = 40  # longer shard lists point at manifest.json instead
 MAX_REJECT_ROWS = 25  # rejection reasons listed per config
-KIND_FORMATS: dict[str, str] = {
-    "dqn-replay": "DQN Replay Dataset logs written by Dopamine: per checkpoint, gzip-compressed "
-                  "NumPy arrays (`$store$_observation_ckpt.N.gz`, actions, rewards, terminals)",
-    "rlu-atari": "RL Unplugged Atari: TFRecord files of `tf.train.Example` episodes",
-    "minari": "Minari datasets: `main_data.hdf5` (one group per episode) + metadata",
-    "d4rl": "D4RL HDF5: flat arrays over transitions with `terminals`/`timeouts` flags",
-    "coco-captions": "COCO captions: `captions_*.json` annotations + JPEG images",
-    "img2dataset": "img2dataset WebDataset tar shards (image + `.txt` caption + `.json` status)",
-    "hf-image-parquet": "Hugging Face Parquet: `Image` feature bytes + caption column",
-    "rlds": "RLDS (TFDS layout): TFRecord files of serialized episodes with nested steps",
-}
 _SHOWN_INFO_KEYS = frozenset({
-    "catalog_entry", "entry", "catalog", "dataset", "command", "seed", "code_version", "version",
-    "trajcorpus_version", "tokenizer_sha256", "text_model_sha256", "tokenizer_model_sha256",
-    "input_uri", "input", "settings"}) | INFO_KEYS
-GATO_CITATION = ("Reed et al. A Generalist Agent. Transactions on Machine Learning Research, 2022. "
-                 "arXiv:2205.06175")
+    "catalog_entry", "command", "seed", "code_version", "tokenizer_sha256", "input", "settings",
+    "source"}) | INFO_KEYS
 
 
 @dataclasses.dataclass
@@ -70,44 +75,6 @@ class CardModel:
     flat_patches: bool = False  # Parquet stores patches as bytes beside patches_shape
 
 
-# --- small helpers -------------------------------------------------------------------------------
-
-def _cell(x: Any) -> str:
-    s = "" if x is None else str(x)
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]],
-           align: Sequence[str] | None = None) -> str:
-    align = align or ["---"] * len(header)
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
-             "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None else repr(float(x))
-
-
-def _pct(part: float, whole: float) -> str:
-    return "n/a" if not whole else f"{100.0 * part / whole:.2f}%"
-
-
-def _bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit} ({n} B)"
-        value /= 1024
-    return f"{n} B"
-
-
-def _code(text: str, lang: str = "") -> str:
-    fence = "```"
-    while fence in text:
-        fence += "`"
-    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -170,7 +137,8 @@ def _example_fields() -> str:
         ["local_position", "int16 [L]", "index within the timestep's observation; -1 for "
                                         "separator, actions, padding"],
         ["is_prompt", "uint8 [L]", "1 for prompt tokens (from another episode, loss mask 0)"],
-        ["patches", "uint8 [P, 16, 16, C]", "pixels of the image-patch slots, in slot order"],
+        ["patches", f"uint8 [P, {PATCH}, {PATCH}, C]", "pixels of the image-patch slots, in "
+                                                     "slot order"],
         ["patch_position", "int16 [P, 2]", "(row, col) of each patch in its image's grid"],
         ["meta", "JSON string", "dataset, task, agent, episode_id, first/last step, prompt, "
                                 "lineage"],
@@ -179,12 +147,13 @@ def _example_fields() -> str:
         "## Dataset structure", "",
         "Each example is one sequence of exactly L tokens cut at whole timesteps of one episode "
         "(or, for image-caption data, several image-caption pairs), padded at the end. Per "
-        "timestep: `[text][image patch slots][tensor tokens][separator 33024][action tokens]`; "
-        "ids: text (SentencePiece) and discrete values in [0, 32000) and [0, 1024), continuous "
-        "values mu-law companded (mu = 100, M = 256), clipped to [-1, 1] and put in 1024 uniform "
-        "bins at [32000, 33024). Images are 16x16 patches stored as uint8; the trainer-side "
-        "normalisation is x / 255 * 2 - 1, then / 4 (`trajcorpus.tokenizers."
-        "normalize_patches`).", "",
+        f"timestep: `[text][image patch slots][tensor tokens][separator {SEPARATOR}][action "
+        f"tokens]`; ids: text (SentencePiece) and discrete values in [0, {TEXT_VOCAB_SIZE}) and "
+        f"[0, {DISCRETE_LIMIT}), continuous values mu-law companded (mu = {MU}, M = {M}), "
+        f"clipped to [-1, 1] and put in {NUM_BINS} uniform bins at [{CONTINUOUS_OFFSET}, "
+        f"{CONTINUOUS_OFFSET + NUM_BINS}). Images are {PATCH}x{PATCH} patches stored as uint8; "
+        "the trainer-side normalisation is x / 255 * 2 - 1, then / "
+        f"{PATCH_NORM_DIVISOR:g} (`trajcorpus.tokenizers.normalize_patches`).", "",
         _table(["field", "type", "meaning"], rows),
     ])
 
@@ -195,10 +164,10 @@ def _sources(m: CardModel) -> str:
     for c in m.configs:
         e, info = c.cfg.entry, c.cfg.info
         kind = str(e.get("kind", "?"))
-        read_uri = lookup(info, "input_uri", "input", default=None)
+        read_uri = info.get("input")
         rows = [
             ["kind", f"`{kind}`"],
-            ["format", KIND_FORMATS.get(kind, "see the catalog")],
+            ["format", c.cfg.source.get("description") or "see the catalog"],
             ["catalog URI", f"`{e.get('uri', 'not recorded')}`"],
         ]
         if read_uri and read_uri != e.get("uri"):
@@ -224,10 +193,9 @@ def _settings(m: CardModel) -> str:
         settings = {k: e[k] for k in ("filter", "tokenize", "sequence", "options", "task", "agent",
                                       "mixture_weight") if k in e}
         run = {
-            "seed": lookup(info, "seed"),
-            "code_version": lookup(info, "code_version", "version", "trajcorpus_version"),
-            "text_model_sha256": lookup(info, "tokenizer_sha256", "text_model_sha256",
-                                        "tokenizer_model_sha256"),
+            "seed": info.get("seed"),
+            "code_version": info.get("code_version"),
+            "text_model_sha256": info.get("tokenizer_sha256"),
             "formats": sorted({f.format for f in c.cfg.files}),
         }
         extra = {k: v for k, v in info.items()
@@ -296,220 +264,6 @@ def _rejects(cfg: ConfigInputs) -> str:
     if more > 0:
         lines += ["", f"... and {more} more reasons, listed in the JSONL file."]
     return "\n".join(lines)
-
-
-def _tokens(m: CardModel) -> str:
-    parts = [
-        "## Token statistics", "",
-        "Tokens by modality are the audit's counts over the stored sequences (padding "
-        "included). *Fill* is non-padding tokens / (sequences x L). *Target share* is the share "
-        "of text and action tokens, the modalities that carry loss (Gato section 2.3); the "
-        "*loss-masked share* and *prompt token share* are counted in the shards themselves "
-        "(loss_mask and is_prompt are not in the audit) and the line under each table says how "
-        "many shards were read for them.",
-    ]
-    for c in m.configs:
-        length = sequence_length(c.cfg)
-        rows = []
-        for t, a in c.cfg.audit.items():
-            total = sum(a.tokens.values())
-            if not total and not a.sequences:
-                continue  # e.g. "(unattributed)": rejected inputs only, see Filter evidence
-            content = total - a.tokens.get("pad", 0)
-            target = a.tokens.get("text", 0) + a.tokens.get("action", 0)
-            rows.append([f"`{t}`", *[a.tokens.get(n, 0) for n in MODALITY_NAMES], total,
-                         _pct(content, a.sequences * length) if length else "n/a",
-                         _pct(target, total), a.sequences, a.prompted_sequences,
-                         _pct(a.prompted_sequences, a.sequences)])
-        parts += ["", f"### `{c.cfg.name}`", ""]
-        if rows:
-            parts.append(_table(["task", *MODALITY_NAMES, "total", "fill", "target share",
-                                 "sequences", "with prompt", "prompted share"], rows,
-                                ["---"] + ["--:"] * (len(MODALITY_NAMES) + 6)))
-        parts += ["", _scan_line(c.scan, length)]
-        if c.token_plot:
-            parts += ["", f"![Token mix by modality for {c.cfg.name}]({c.token_plot})"]
-    return "\n".join(parts)
-
-
-def _scan_line(scan: ShardScan | None, length: int | None) -> str:
-    if scan is None:
-        return "Shard scan: no shards to read."
-    scope = ("all shards" if scan.complete else
-             f"the first {scan.files_scanned} of {scan.files_total} shards in manifest order "
-             "(a sample: the rest were not read to keep card generation cheap)")
-    loss_parts = ", ".join(f"{k} {v}" for k, v in scan.loss_by_modality.items() if v)
-    return (f"Shard scan over {scope}: {scan.examples} examples, {scan.tokens} tokens; "
-            f"loss-masked share {_pct(scan.loss_tokens, scan.tokens)} ({scan.loss_tokens} "
-            f"tokens: {loss_parts or 'none'}); prompt token share "
-            f"{_pct(scan.prompt_tokens, scan.tokens)} ({scan.prompt_tokens} tokens).")
-
-
-def _example(m: CardModel) -> str:
-    parts = ["## An example, decoded", "",
-             "The first example of each config's first shard, turned back into frames, actions "
-             "and captions with the public inverses (`decode_continuous`, patch grid positions), "
-             "so a reader can see the tokens mean what they should."]
-    for c in m.configs:
-        parts += ["", f"### `{c.cfg.name}`", ""]
-        if c.example_plot:
-            meta = c.example_meta or {}
-            parts += [_code(json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False),
-                            "json"), "",
-                      f"![An example sequence of {c.cfg.name} decoded]({c.example_plot})"]
-        if c.example_note:
-            parts += ["", c.example_note]
-    return "\n".join(parts)
-
-
-def _files(m: CardModel) -> str:
-    parts = ["## Files and checksums", "",
-             "Every file with its size and sha256 is in `manifest.json`; `trajcorpus verify OUT` "
-             "re-hashes them all. `sha256sum` of a file must print the value below."]
-    for c in m.configs:
-        parts += ["", f"### `{c.cfg.name}`", ""]
-        files = c.cfg.files
-        rows = [[f"`{f.path}`", f.format, f.split, f.examples, f.bytes, f"`{f.sha256}`"]
-                for f in files[:MAX_FILES_LISTED]]
-        if rows:
-            parts.append(_table(["file", "format", "split", "examples", "bytes", "sha256"], rows,
-                                ["---", "---", "---", "--:", "--:", "---"]))
-        if len(files) > MAX_FILES_LISTED:
-            parts += ["", f"... {len(files) - MAX_FILES_LISTED} more files: see "
-                      "[manifest.json](manifest.json)."]
-        if not files:
-            parts.append("No shard files recorded.")
-    return "\n".join(parts)
-
-
-def _loading(m: CardModel) -> str:
-    names = [h.get("config_name") for h in m.hub_configs]
-    first = names[0] if names else "CONFIG"
-    listed = ", ".join(f"`{n}`" for n in names) or "none"
-    fmts = {f.format for h in m.hub_configs for c in m.configs
-            for group in files_for(h, c.cfg.files).values() for f in group}
-    tar_configs = [c.cfg.name for c in m.configs
-                   if any(f.format == "webdataset" for f in c.cfg.files)
-                   and "webdataset" not in fmts]
-    code = loading_snippets(first, tar_configs[0] if tar_configs else None, m.flat_patches)
-    parts = [
-        "## How to load", "",
-        f"Configs: {listed}. The snippets run from inside this folder. With "
-        "`datasets` (locally, or from the hub once uploaded with `trajcorpus publish OUT "
-        "--repo ORG/NAME`):", "",
-        _code(code["datasets"], "python"),
-    ]
-    if tar_configs:
-        parts += ["", "The WebDataset (tar) shards of "
-                  + ", ".join(f"`{n}`" for n in tar_configs)
-                  + " load with the generic builder (`datasets` picks one builder per folder, "
-                  "so the configs above point at the Parquet shards); pass "
-                  "`features=webdataset_features()` so the types do not depend on the first "
-                  "samples:", "", _code(code["webdataset"], "python")]
-    parts += [
-        "", "With PyTorch (needs `pip install torch`; shard-level split across nodes and "
-        "DataLoader workers, seeded shuffle, resumable mid-epoch, sha256 checked against the "
-        "manifest while reading):", "",
-        _code(code["torch"], "python torch"), "",
-        "With plain NumPy (e.g. JAX, one loader per host):", "",
-        _code(code["numpy"], "python"), "",
-        "Actions decode back to environment values with "
-        "`trajcorpus.tokenizers.decode_continuous(tokens, mu_law=...)` (continuous; `mu_law` "
-        "false for fields listed in `mu_law_exempt`) or as-is (discrete). `normalize=True` "
-        "applies Gato's patch normalisation (x / 255 * 2 - 1, then / 4).",
-    ]
-    return "\n".join(parts)
-
-
-def _rebuild(m: CardModel) -> str:
-    parts = ["## How to rebuild", "",
-             "Run the recorded command with the same code version, catalog entry (settings above) "
-             "and input data; sequences, prompts and shard assignment are drawn from the seed and "
-             "episode identities, so the shards come out byte-identical on any runner and worker "
-             "count. Then compare with `trajcorpus verify OUT` (re-hashes every file against "
-             "`manifest.json`). `trajcorpus card OUT` rewrites this card from the folder."]
-    for c in m.configs:
-        cmd = lookup(c.cfg.info, "command", "cmd", "argv")
-        if isinstance(cmd, list):
-            cmd = " ".join(str(x) for x in cmd)
-        version = lookup(c.cfg.info, "code_version", "version", "trajcorpus_version")
-        parts += ["", f"### `{c.cfg.name}`", "",
-                  _code(cmd or f"# command not recorded; equivalent:\ntrajcorpus run --dataset "
-                        f"{c.cfg.name} --seed {lookup(c.cfg.info, 'seed', default=0)} "
-                        "--output OUT", "bash"),
-                  "", f"Code version: `{version or 'not recorded'}`."]
-    return "\n".join(parts)
-
-
-def _checks(m: CardModel) -> str:
-    parts = ["## Consistency checks", "",
-             "Comparisons between the records (nothing is corrected; a failure means a record is "
-             "wrong or the folder was changed after the run)."]
-    for c in m.configs:
-        parts += ["", f"### `{c.cfg.name}`", ""]
-        for ch in c.checks:
-            mark = "PASS" if ch.ok else "**FAIL**"
-            parts.append(f"- {mark}: {ch.what}" + (f" ({ch.detail})" if ch.detail else ""))
-        if not c.checks:
-            parts.append("- no records to compare")
-    return "\n".join(parts)
-
-
-def _uses_limits(m: CardModel) -> str:
-    notes = []
-    for c in m.configs:
-        small = [t for t, a in c.cfg.audit.items() if a.filter_on and a.window == 1]
-        if small:
-            notes.append(f"`{c.cfg.name}`: tasks {', '.join(f'`{t}`' for t in small)} have fewer "
-                         "than 20 episodes, so the window is a single episode and the expert "
-                         "return is simply the best episode's return.")
-        if c.scan is not None and not c.scan.complete:
-            notes.append(f"`{c.cfg.name}`: the loss-masked and prompt token shares are measured "
-                         f"on {c.scan.files_scanned} of {c.scan.files_total} shards.")
-        if any(g.count for g in c.cfg.rejects):
-            notes.append(f"`{c.cfg.name}`: {sum(g.count for g in c.cfg.rejects)} inputs were "
-                         "rejected and are not in the corpus (see Filter evidence).")
-    return "\n".join([
-        "## Uses", "",
-        "Pretraining or fine-tuning sequence models on control and vision-language data in one "
-        "token space (a generalist agent in the style of Gato). Sequences are next-token "
-        "prediction examples: train on positions with `loss_mask == 1`. Prompt tokens "
-        "(`is_prompt == 1`) come from another episode of the same task and agent and are "
-        "conditioning only. Not suited for estimating the source agents' performance: the return "
-        "filter deliberately keeps only near-expert episodes.", "",
-        "## Known limitations", "",
-        "- The filter keeps episodes relative to the best window of the *stored* returns; for "
-        "Atari these are sums of clipped rewards (the DQN Replay Dataset stores clipped rewards), "
-        "not game scores.",
-        "- Continuous values are quantised to 1024 bins after mu-law companding: the decoded "
-        "value is within half a bin of the original in the companded domain, not exact.",
-        "- Images are resized to the configured size (sides multiples of 16) before patching; "
-        "fine detail below that resolution is lost.",
-        "- Sequences cut at whole timesteps, so the first timestep of a sequence may start "
-        "mid-episode; `meta` records the first and last step.",
-        "- Licences are those of the sources (listed per config above); this card does not "
-        "relicense them.",
-        *[f"- {n}" for n in notes],
-        "",
-        "## Maintenance", "",
-        "This folder is rebuilt, never edited: change the catalog or the code, rerun "
-        "`trajcorpus run`, and the card is regenerated. The lineage of every example (source URI "
-        "and offsets) is in its `meta`.",
-    ])
-
-
-def _citations(m: CardModel) -> str:
-    cites = sorted({str(c.cfg.entry.get("citation")) for c in m.configs
-                    if c.cfg.entry.get("citation")})
-    return "\n".join(["## Citation", "", "Sources:", "",
-                      *[f"- {c}" for c in cites], *([] if cites else ["- none recorded"]), "",
-                      "Method:", "", f"- {GATO_CITATION}"])
-
-
-def anchor(heading: str) -> str:
-    """The anchor GitHub and the Hugging Face hub give a Markdown heading."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
 
 
 def _contents(sections: Sequence[str]) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import fs
 from ..errors import ShardError
+from ..shards.codecs import get_codec
 from ..tokenizers.scheme import Modality
 from .inputs import ShardEntry
 
@@ -82,7 +83,7 @@ def scan_files(out: str, files: Sequence[ShardEntry], files_total: int) -> Shard
     loss_mod = np.zeros(_NUM_MODALITIES, np.int64)
     examples = prompt = 0
     for f in files:
-        chunks = _parquet_columns(out, f) if f.format == "parquet" else (
+        chunks = _parquet_columns(out, f) if get_codec(f.format).columnar else (
             (ex["modality"], ex["loss_mask"], ex["is_prompt"], 1) for ex in iter_examples(out, f))
         for modality, loss_mask, is_prompt, count in chunks:
             mod = np.asarray(modality, dtype=np.int64)

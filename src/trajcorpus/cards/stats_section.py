@@ -59,7 +59,7 @@ def _task(task: str, stats: Mapping[str, dict], sem: Mapping[str, dict], table) 
 
 def render_trainer_section(configs: list[tuple[str, Mapping[str, Any]]]) -> str:
     """``configs``: (name, manifest info) pairs in card order."""
-    from .render import _table
+    from .markdown import _table
 
     parts = ["## Statistics, reference scores and semantics", "",
              "What a trainer needs besides the tokens: per-dimension statistics of the raw "

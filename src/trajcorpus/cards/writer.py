@@ -15,7 +15,7 @@ from typing import Any
 from .. import fs
 from .checks import config_checks, primary_files
 from .decode import decode_example
-from .inputs import CardInputs, ConfigInputs, load_inputs, lookup
+from .inputs import CardInputs, ConfigInputs, load_inputs
 from .metadata import card_metadata, dump_yaml, hub_config_entries
 from .plots import example_png, returns_png, token_mix_png
 from .render import CardModel, ConfigCard, render_body
@@ -37,9 +37,8 @@ def slug(name: str, taken: set[str]) -> str:
 def _text_decoder(out: str, cfg: ConfigInputs) -> tuple[Callable[[list[int]], str] | None, str]:
     """A SentencePiece decoder for the config's text model if the folder holds it (hash-checked)."""
     model = cfg.info.get("text_model")
-    rel = lookup(model, "path") if isinstance(model, dict) else lookup(
-        cfg.info, "tokenizer_model", "text_model_path", "tokenizer_path", "text_model")
-    want = lookup(cfg.info, "tokenizer_sha256", "text_model_sha256", "tokenizer_model_sha256")
+    rel = model.get("path") if isinstance(model, dict) else None
+    want = cfg.info.get("tokenizer_sha256")
     if want is None and isinstance(model, dict):
         want = model.get("sha256")
     if not isinstance(rel, str) or not rel:
@@ -73,7 +72,7 @@ def _example(out: str, cfg: ConfigInputs, files: list, rel: str
     decoder, note = _text_decoder(out, cfg)
     obs_mu, act_mu = _mu_law(cfg)
     seq = decode_example(ex, obs_mu_law=obs_mu, action_mu_law=act_mu, text_decoder=decoder)
-    first = lookup(seq.meta, "first_step", "start_step", "step_first")
+    first = seq.meta.get("first_step")
     png = example_png(cfg.name, seq, int(first) if isinstance(first, (int, float)) else None)
     src = f"Drawn from `{files[0].path if files else '?'}`, example `{ex.get('__key__', '?')}`"
     has_text = any(len(s.text_tokens) for s in seq.steps)

@@ -1,4 +1,5 @@
-"""The audit record (SPEC section 7), assembled from the job's small results and checked.
+"""The audit record (SPEC section 7), assembled from the job's small results and checked (the
+record itself, and the files' paths, are ``schemas.records``'s).
 
 ``OUT/audit/{config}.json`` is keyed by task; ``{config}.rejected.jsonl`` lists every quarantined
 input; ``{config}.episodes.jsonl`` lists every read episode with its keep decision. The identity
@@ -14,23 +15,13 @@ from collections.abc import Iterable, Mapping
 
 from .. import fs
 from ..errors import TrajcorpusError
+from ..schemas.records import TaskAudit
 from .atomic import atomic_open
 from .filter import FilterResult, is_kept
 from .stages import MODALITY_NAMES, UNATTRIBUTED
 
-__all__ = ["AUDIT_KEYS", "build_audit", "check_audit", "audit_paths", "stitch_episodes",
+__all__ = ["build_audit", "check_audit", "stitch_episodes",
            "stitch_rejected", "write_json"]
-
-AUDIT_KEYS = ("read", "rejected", "filtered", "kept", "episodes_total", "window",
-              "best_window_start", "expert_return", "threshold", "sequences",
-              "prompted_sequences", "tokens")
-
-
-def audit_paths(output: str, config: str) -> dict[str, str]:
-    base = fs.join(output, "audit", config)
-    return {"audit": f"{base}.json", "rejected": f"{base}.rejected.jsonl",
-            "episodes": f"{base}.episodes.jsonl"}
-
 
 def build_audit(filters: Mapping[str, FilterResult], episodes: Mapping[str, int],
                 rejected: Mapping[str, int], stats: Mapping[str, dict]) -> dict[str, dict]:
@@ -43,20 +34,21 @@ def build_audit(filters: Mapping[str, FilterResult], episodes: Mapping[str, int]
         tokens = s.get("tokens", [0] * len(MODALITY_NAMES))
         n_ep = int(episodes.get(task, 0))
         n_rej = int(rejected.get(task, 0))
-        out[task] = {
-            "read": n_ep + n_rej,
-            "rejected": n_rej,
-            "filtered": f.filtered if f else 0,
-            "kept": f.kept if f else 0,
-            "episodes_total": f.episodes_total if f else 0,
-            "window": f.window if f else None,
-            "best_window_start": f.best_window_start if f else None,
-            "expert_return": f.expert_return if f else None,
-            "threshold": f.threshold if f else None,
-            "sequences": int(s.get("sequences", 0)),
-            "prompted_sequences": int(s.get("prompted_sequences", 0)),
-            "tokens": {name: int(n) for name, n in zip(MODALITY_NAMES, tokens, strict=True)},
-        }
+        out[task] = TaskAudit(
+            task=task,
+            read=n_ep + n_rej,
+            rejected=n_rej,
+            filtered=f.filtered if f else 0,
+            kept=f.kept if f else 0,
+            episodes_total=f.episodes_total if f else 0,
+            window=f.window if f else None,
+            best_window_start=f.best_window_start if f else None,
+            expert_return=f.expert_return if f else None,
+            threshold=f.threshold if f else None,
+            sequences=int(s.get("sequences", 0)),
+            prompted_sequences=int(s.get("prompted_sequences", 0)),
+            tokens={name: int(n) for name, n in zip(MODALITY_NAMES, tokens, strict=True)},
+        ).to_dict()
     return out
 
 

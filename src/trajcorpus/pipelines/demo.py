@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import fs
 from ..errors import TrajcorpusError
 from ..schemas.catalog import load_catalog
+from ..shards.codecs import format_choices
 from .job import JobResult, run_dataset
 
 __all__ = ["main", "default_catalog", "run_demo", "load_instructions"]
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--output", default="demo-out")
     ap.add_argument("--catalog", default=None, help="default: ./catalog.yaml or the repo's")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--format", default="both", choices=("webdataset", "parquet", "both"))
+    ap.add_argument("--format", default="both", choices=format_choices())
     ap.add_argument("--only", nargs="*", default=[], help="demo ids to run (default: all)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--overwrite", action="store_true",

@@ -14,14 +14,15 @@ from typing import Any
 from .. import fs
 from ..errors import TrajcorpusError
 from ..schemas.catalog import DatasetEntry
+from ..schemas.records import AUDIT_DIR
+from ..sources.base import get_source
 
-__all__ = ["TMP_DIR", "OUTPUT_NAMES", "SELECTION_OPTIONS", "check_output",
-           "is_single_dataset", "reader_options", "lineage_root"]
+__all__ = ["TMP_DIR", "OUTPUT_NAMES", "check_output", "reader_options", "lineage_root"]
 
 TMP_DIR = ".trajcorpus-tmp"
 
 
-OUTPUT_NAMES = frozenset({"manifest.json", "README.md", "data", "audit", "tokenizer", "card",
+OUTPUT_NAMES = frozenset({"manifest.json", "README.md", "data", AUDIT_DIR, "tokenizer", "card",
                           TMP_DIR})
 
 
@@ -56,36 +57,16 @@ def check_output(output: str, config: str, overwrite: bool) -> None:
             "it anyway"))
 
 
-# reader options that pick sub-datasets of a root; an --input that is itself one dataset
-# (probe below) is read as such, without them
-SELECTION_OPTIONS: dict[str, tuple[str, ...]] = {
-    "minari": ("datasets",),
-    "dqn-replay": ("games", "runs"),
-    "rlu-atari": ("games", "runs"),
-}
-
-
-def is_single_dataset(kind: str, uri: str) -> bool:
-    """Whether ``uri`` is one dataset of ``kind`` rather than a root that holds several: a
-    Minari dataset folder (data/metadata.json), a DQN Replay GAME/RUN or replay_logs folder,
-    one RL Unplugged TFRecord file."""
-    if kind == "minari":
-        return fs.exists(fs.join(uri, "data", "metadata.json"))
-    if kind == "dqn-replay":
-        return uri.rstrip("/").endswith("/replay_logs") or fs.exists(fs.join(uri, "replay_logs"))
-    if kind == "rlu-atari":
-        return fs.filesystem(uri).isfile(fs.strip_scheme(uri))
-    return False
-
-
 def reader_options(entry: DatasetEntry, uri: str, from_input: bool,
                     overrides: Mapping[str, Any] | None) -> dict:
     """The catalog entry's reader options, without its sub-dataset selection when ``--input``
-    names one dataset (said on stderr), then the ``--option`` overrides."""
+    names one dataset (said on stderr), then the ``--option`` overrides. Which options select
+    sub-datasets, and whether ``uri`` is one dataset, the kind's Source class says."""
     options = dict(entry.options)
-    picked = [k for k in SELECTION_OPTIONS.get(entry.kind, ()) if k in options]
+    source = get_source(entry.kind)
+    picked = [k for k in source.selection_options if k in options]
     if from_input and picked and not any(k in (overrides or {}) for k in picked) \
-            and is_single_dataset(entry.kind, uri):
+            and source.is_single_dataset(uri):
         for k in picked:
             del options[k]
         shown = ", ".join(f"options.{k}" for k in picked)

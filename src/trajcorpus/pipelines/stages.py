@@ -1,4 +1,5 @@
-"""The Beam DoFns and CombineFns of the job, and the small records that flow between them.
+"""The Beam DoFns and CombineFns of the job's read, filter and prompt stages (the records that
+flow between them are :mod:`.spec`'s, the shard writer is :mod:`.write_stage`).
 
 Only small records cross a shuffle: episode summaries (for the filter and prompt candidates),
 window references (where a tokenized window was spilled), prompt references and shard statistics.
@@ -8,170 +9,50 @@ The heavy arrays stay in the stage that made them and are written to spill files
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 
-from .. import fs
 from ..errors import TrajcorpusError
-from ..schemas.catalog import FilterSettings, SequenceSettings, TokenizeSettings
+from ..schemas.catalog import FilterSettings, TokenizeSettings
 from ..schemas.episode import Episode, EpisodeSummary, Rejected
+from ..schemas.records import episode_row
 from ..semantics.reference import normalized_score
-from ..shards.layout import MIN_SHARDS
-from ..sources.base import Source, Unit
+from ..sources.base import Unit
 from ..tokenizers.scheme import MODALITY_NAMES
 from ..tokenizers.tokenized import TokenizedEpisode
 from . import prompts
 from .atomic import atomic_open
 from .filter import FilterResult, filter_task
-from .sequences import assemble, concat_tokenized, cut_windows, pack_vl, step_sizes
-from .spill import SpillReader, SpillWriter
+from .sequences import assemble, cut_windows, pack_vl, step_sizes
+from .spec import (
+    _NS,
+    UNATTRIBUTED,
+    JobSpec,
+    PromptRef,
+    WindowRef,
+    relative_lineage,
+    say,
+    sequence_key,
+    shard_of,
+)
+from .spill import SpillWriter
 from .stats import episode_record
+from .write_stage import WriteShard
 
-__all__ = ["JobSpec", "EpisodeRow", "WindowRef", "PromptRef", "UNATTRIBUTED", "MODALITY_NAMES",
+__all__ = ["JobSpec", "WindowRef", "PromptRef", "UNATTRIBUTED", "MODALITY_NAMES",
            "ReadUnit", "ExtractTexts", "BottomK", "WriteShard", "filter_group", "shard_of",
            "sequence_key", "resolve_prompts", "make_request", "say", "relative_lineage"]
-
-UNATTRIBUTED = "(unattributed)"
-_NS = "trajcorpus"
-
-
-def say(spec: JobSpec, message: str) -> None:
-    """A progress line on stderr (local runs); workers' stderr reaches the terminal."""
-    if spec.progress:
-        print(f"[trajcorpus {spec.config}] {message}", file=sys.stderr, flush=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class JobSpec:
-    """Everything a worker needs, picklable; built once by the driver."""
-
-    config: str
-    kind: str
-    uri: str
-    options: dict
-    task_template: str
-    agent_template: str
-    filter: FilterSettings
-    tokenize: TokenizeSettings
-    sequence: SequenceSettings
-    seed: int
-    formats: tuple[str, ...]
-    output: str
-    tmp: str
-    shard_bytes: int
-    num_units: int
-    min_shards: int = MIN_SHARDS
-    progress: bool = True
-    split: str = "train"
-    entry: dict = dataclasses.field(default_factory=dict)  # the catalog entry, for the manifest
-    references: dict = dataclasses.field(default_factory=dict)  # task -> reference returns
-    input: str = ""  # the input as the user gave it (--input or the entry's uri), for the manifest
-    lineage_root: str = ""  # meta lineage paths are relative to this (see relative_lineage)
-
-    def open_source(self) -> Source:
-        from ..sources import open_source
-
-        return open_source(self.kind, self.uri, dataset=self.config, options=self.options,
-                           task_template=self.task_template, agent_template=self.agent_template)
-
-    @property
-    def staging(self) -> str:
-        """Where shards are written before finalize() moves them under OUT."""
-        return fs.join(self.tmp, "staged")
-
-    def unit_file(self, unit: Unit, suffix: str) -> str:
-        return fs.join(self.tmp, "units", f"{unit.index:06d}.{suffix}")
-
-
-class EpisodeRow(NamedTuple):
-    """A read episode's summary (what the filter, the candidates and the audit need)."""
-
-    task: str
-    agent: str
-    episode_id: str
-    order: tuple[int, ...]
-    return_: float
-    length: int
-    vl: bool  # an image-caption record (never filtered by return, never prompted)
-
-    def summary(self, dataset: str) -> EpisodeSummary:
-        return EpisodeSummary(dataset, self.task, self.agent, self.episode_id, self.order,
-                              self.return_, self.length)
-
-
-class WindowRef(NamedTuple):
-    """One future example: where its window was spilled, and what is needed to finish it."""
-
-    key: str
-    task: str
-    agent: str
-    episode_id: str
-    return_: float
-    vl: bool
-    window: int
-    first_step: int
-    last_step: int  # inclusive
-    num_tokens: int
-    max_step_tokens: int
-    wants_prompt: bool
-    uri: str
-    offset: int
-    length: int
-    est_bytes: int
-    meta: str  # JSON of the fixed meta fields; the writer adds the prompt
-
-
-class PromptRef(NamedTuple):
-    """The resolved prompt of one sequence: steps [start, stop) of ``episode_id``, spilled in
-    ``windows`` (first_step, uri, offset, length), in step order."""
-
-    episode_id: str
-    mode: str
-    is_self: bool
-    start: int
-    stop: int
-    windows: tuple[tuple[int, str, int, int], ...]
-
-
-def sequence_key(episode_id: str, window: int) -> str:
-    """The example's ``__key__``: a hash of the episode id (so a shard mixes episodes) + window."""
-    return f"{prompts.hash64(0, 'key', episode_id):016x}-{window:05d}"
-
-
-def shard_of(key: str, num_shards: int) -> int:
-    """The shard of a key: a stable hash, independent of workers, order and seed."""
-    return prompts.hash64(0, "shard", key) % num_shards
 
 
 def _location(ep: Episode) -> str:
     return f"{ep.source.get('uri', '?')} [episode {ep.episode_id}]"
-
-
-def relative_lineage(value: Any, root: str) -> Any:
-    """``value`` (a reader's lineage: dicts, lists, strings) with every path under ``root`` made
-    relative to it, so published meta and audit lists never carry the builder's own paths."""
-    if not root or root == "/":
-        return value
-    if isinstance(value, str):
-        out = value
-        for base in sorted({root, fs.local_path(root)}, key=len, reverse=True):
-            out = "." if out == base else out.replace(base + "/", "")
-        return out
-    if isinstance(value, dict):
-        return {k: relative_lineage(v, root) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [relative_lineage(v, root) for v in value]
-    return value
 
 
 def _text_names(ep: Episode, settings: TokenizeSettings) -> list[str]:
@@ -209,7 +90,7 @@ def _raw_nbytes(tok: TokenizedEpisode) -> int:
 class ReadUnit(beam.DoFn):
     """Read one unit, tokenize each episode, cut windows, spill them; emit small records.
 
-    Main output: WindowRef. Tagged: "summary" (EpisodeRow), "rejected" (task, Rejected JSON),
+    Main output: WindowRef. Tagged: "summary" (EpisodeSummary), "rejected" (task, Rejected JSON),
     "rawstats" (:class:`.stats.EpisodeStats`, one per non-image-caption episode).
     A per-unit episodes/rejected JSONL file is written for the audit, so the driver can stitch
     them in unit order without a global sort.
@@ -262,12 +143,10 @@ class ReadUnit(beam.DoFn):
                     rejected.append(Rejected(spec.config, _location(item), str(e), "episode",
                                              item.task))
                     continue
-                row = EpisodeRow(item.task, item.agent, item.episode_id,
-                                 tuple(int(o) for o in item.order), float(item.return_),
-                                 item.length, item.action_kind == "none")
-                episodes.append({"task": row.task, "agent": row.agent,
-                                 "episode_id": row.episode_id, "order": list(row.order),
-                                 "return": row.return_, "length": row.length})
+                row = EpisodeSummary(spec.config, item.task, item.agent, item.episode_id,
+                                     tuple(int(o) for o in item.order), float(item.return_),
+                                     item.length, item.action_kind == "none")
+                episodes.append(episode_row(row))
                 self.read_ctr.inc()
                 self.step_ctr.inc(row.length)
                 yield beam.pvalue.TaggedOutput("summary", row)
@@ -363,13 +242,14 @@ def _write_jsonl(uri: str, rows: Iterable[dict]) -> None:
 
 # --- filter and prompt candidates ------------------------------------------------------------
 
-def filter_group(spec: JobSpec, task: str, rows: Iterable[EpisodeRow]) -> tuple[str, FilterResult]:
+def filter_group(spec: JobSpec, task: str, rows: Iterable[EpisodeSummary]
+                 ) -> tuple[str, FilterResult]:
     """SPEC section 3 on one task's summaries; image-caption tasks are never filtered."""
     rows = list(rows)
     settings = spec.filter
     if any(r.vl for r in rows):
         settings = FilterSettings(enabled=False)
-    result = filter_task(task, (r.summary(spec.config) for r in rows), settings)
+    result = filter_task(task, rows, settings)
     if result.window is None:
         say(spec, f"filter {task}: off, {result.kept} kept")
     else:
@@ -429,91 +309,5 @@ def resolve_prompts(spec: JobSpec, element: tuple[str, dict]
         yield key, PromptRef(eid, mode, is_self, start, stop, cover)
 
 
-# --- shard writing -----------------------------------------------------------------------------
-
-class WriteShard(beam.DoFn):
-    """Write shard ``index`` of ``n``: its sequences sorted by key, prompts attached, in every
-    requested format; a shard with no sequence is not written. Emits the ShardFile records (main) and per-task statistics ("stats")."""
-
-    def __init__(self, spec: JobSpec):
-        self.spec = spec
-        self.seq_ctr = Metrics.counter(_NS, "sequences")
-        self.prompt_ctr = Metrics.counter(_NS, "prompted_sequences")
-        self.bytes_ctr = Metrics.counter(_NS, "output_bytes")
-
-    def setup(self) -> None:
-        self.reader = SpillReader()
-
-    def teardown(self) -> None:
-        self.reader.close()
-
-    def process(self, element: tuple[int, dict], num_shards: int) -> Iterator[Any]:
-        from ..shards.index import IndexTap
-        from ..shards.layout import shard_relpath
-        from ..shards.writer import write_shard
-
-        t0 = time.perf_counter()
-        index, groups = element
-        refs: list[WindowRef] = sorted(groups["seq"], key=lambda r: r.key)
-        if not refs:  # no sequence hashed here: no empty file (finalize closes the numbering)
-            return
-        for a, b in zip(refs, refs[1:], strict=False):
-            if a.key == b.key:
-                raise TrajcorpusError(self.spec.config, f"duplicate sequence key {a.key} "
-                                      f"({a.episode_id} window {a.window})")
-        prompt_of = dict(groups["prompt"])
-        stats: dict[str, dict] = {}
-        for i, fmt in enumerate(self.spec.formats):
-            relpath = shard_relpath(self.spec.config, self.spec.split, fmt, index, num_shards)
-            examples = self._examples(refs, prompt_of, stats if i == 0 else None)
-            tap = IndexTap(self.spec.split, index)  # every format holds the same rows
-            # staged under the run's temporary folder: finalize() moves every shard into place
-            # just before the manifest, so a failed run leaves no file under a shard name
-            shard = write_shard(tap(examples), self.spec.staging, relpath, fmt)
-            if i == 0:
-                tap.write(self.spec.staging, self.spec.config)
-            record = _shard_record(shard)
-            self.bytes_ctr.inc(record["bytes"])
-            yield record
-            say(self.spec, f"wrote {relpath}: {record['examples']} examples, "
-                f"{record['bytes'] / 1e6:.1f} MB ({time.perf_counter() - t0:.1f}s)")
-        for task, s in stats.items():
-            yield beam.pvalue.TaggedOutput("stats", (task, s))
-
-    def _prompt(self, ref: PromptRef | None) -> TokenizedEpisode | None:
-        if ref is None:
-            return None
-        parts = [self.reader.read(uri, off, n, cache=True) for _, uri, off, n in ref.windows]
-        base = ref.windows[0][0]
-        return concat_tokenized(parts).span(ref.start - base, ref.stop - base)
-
-    def _examples(self, refs: list[WindowRef], prompt_of: dict, stats: dict | None
-                  ) -> Iterator[dict]:
-        """The shard's examples in key order (write_shard checks each against SPEC 6)."""
-        length = self.spec.sequence.length
-        for r in refs:
-            window = self.reader.read(r.uri, r.offset, r.length)
-            pref = prompt_of.get(r.key)
-            arrays = assemble(window, self._prompt(pref), length, where=f"sequence {r.key}")
-            meta = json.loads(r.meta)
-            meta["prompt"] = None if pref is None else {
-                "episode_id": pref.episode_id, "mode": pref.mode, "first_step": pref.start,
-                "last_step": pref.stop - 1, "self": pref.is_self}
-            ex = {"__key__": r.key, **arrays.as_dict(),
-                  "meta": json.dumps(meta, sort_keys=True, separators=(",", ":"))}
-            if stats is not None:
-                s = stats.setdefault(r.task, {"sequences": 0, "prompted_sequences": 0,
-                                              "tokens": [0] * len(MODALITY_NAMES)})
-                s["sequences"] += 1
-                s["prompted_sequences"] += pref is not None
-                counts = np.bincount(arrays.modality, minlength=len(MODALITY_NAMES))
-                s["tokens"] = [a + int(b) for a, b in zip(s["tokens"], counts, strict=True)]
-                self.seq_ctr.inc()
-                self.prompt_ctr.inc(pref is not None)
-            yield ex
 
 
-def _shard_record(shard: Any) -> dict:
-    if dataclasses.is_dataclass(shard):
-        return dataclasses.asdict(shard)
-    return dict(shard)

@@ -1,7 +1,6 @@
 """Record shapes every stage agrees on: Episode records (SPEC 2) and the catalog model."""
 
 from .catalog import (
-    SOURCE_KINDS,
     Catalog,
     DatasetEntry,
     FilterSettings,
@@ -23,7 +22,7 @@ from .episode import (
 )
 
 __all__ = [
-    "SOURCE_KINDS", "Catalog", "DatasetEntry", "FilterSettings", "SequenceSettings",
+    "Catalog", "DatasetEntry", "FilterSettings", "SequenceSettings",
     "TextModelSettings", "TokenizeSettings", "load_catalog", "parse_catalog",
     "ACTION_KINDS", "OBS_KINDS", "Episode", "EpisodeSummary", "Rejected",
     "episode_from_arrow", "episode_to_arrow", "ordered_observation_names",

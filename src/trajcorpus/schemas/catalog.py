@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import pydantic
+import pydantic_core
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..errors import CatalogError
 
 __all__ = [
-    "SOURCE_KINDS",
     "FilterSettings",
     "TextModelSettings",
     "TokenizeSettings",
@@ -31,12 +31,9 @@ __all__ = [
     "Catalog",
     "load_catalog",
     "parse_catalog",
+    "resolve_path",
 ]
 
-SOURCE_KINDS: tuple[str, ...] = (
-    "dqn-replay", "rlu-atari", "minari", "d4rl", "coco-captions", "img2dataset",
-    "hf-image-parquet", "rlds",
-)
 MAX_YAML_NODES = 100_000  # an alias ("billion laughs") bomb expands past this and is refused
 
 
@@ -126,9 +123,16 @@ class SemanticsSettings(_Frozen):
     fields: dict[str, FieldSemantics] = {}
 
 
+def resolve_path(path: str, base_dir: str | None) -> str:
+    """``path`` as given when it is a URI or absolute, else taken against ``base_dir``."""
+    if "://" in path or os.path.isabs(path) or base_dir is None:
+        return path
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
 class DatasetEntry(_Frozen):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    kind: Literal[SOURCE_KINDS]  # type: ignore[valid-type]
+    kind: str  # a registered source kind (sources.registered_kinds)
     uri: str
     description: str = ""
     task: str = "{task}"  # template over the reader's fields, e.g. "atari/{task}"
@@ -145,11 +149,38 @@ class DatasetEntry(_Frozen):
     reference: ReferenceSettings = ReferenceSettings()
     semantics: SemanticsSettings = SemanticsSettings()
 
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        from ..sources.base import registered_kinds
+
+        known = registered_kinds()
+        if kind not in known:
+            raise ValueError(f"unknown source kind {kind!r} (known: {', '.join(known)})")
+        return kind
+
+    @field_validator("options")
+    @classmethod
+    def _reader_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """The reader's own ``Options`` model checks the block (the raw dict is kept: it is what
+        the manifest records and what ``--option`` overrides are merged into)."""
+        kind = info.data.get("kind")
+        if kind is None:  # the kind itself was refused
+            return options
+        from ..sources.base import get_source, options_error
+
+        model = get_source(kind).Options
+        try:
+            model.model_validate(options)
+        except pydantic.ValidationError as err:
+            option, reason = options_error(kind, model, err)
+            raise pydantic_core.PydanticCustomError(
+                "source_option", "{reason}", {"reason": reason, "option": option}) from None
+        return options
+
     def resolve_uri(self, base_dir: str | None) -> str:
         """The entry's uri, relative ones taken against the catalog file's folder."""
-        if "://" in self.uri or os.path.isabs(self.uri) or base_dir is None:
-            return self.uri
-        return os.path.normpath(os.path.join(base_dir, self.uri))
+        return resolve_path(self.uri, base_dir)
 
 
 class Catalog(_Frozen):
@@ -170,8 +201,16 @@ class Catalog(_Frozen):
         raise CatalogError(self.path or "<catalog>", f"no dataset {dataset_id!r} "
                            f"(known: {', '.join(self.ids())})", entry=dataset_id)
 
+    @property
+    def base_dir(self) -> str | None:
+        return os.path.dirname(os.path.abspath(self.path)) if self.path else None
+
     def uri_of(self, entry: DatasetEntry) -> str:
-        return entry.resolve_uri(os.path.dirname(os.path.abspath(self.path)) if self.path else None)
+        return entry.resolve_uri(self.base_dir)
+
+    def resolve(self, path: str) -> str:
+        """Any path the catalog names (a text model, ...), as :meth:`uri_of` resolves uris."""
+        return resolve_path(path, self.base_dir)
 
 
 # --- loading with line numbers -------------------------------------------------------------------
@@ -283,6 +322,8 @@ def parse_catalog(text: str, path: str = "<catalog>") -> Catalog:
         reason = first["msg"]
         if first["type"] == "extra_forbidden":
             reason = "unknown key"
+        elif first["type"] == "source_option":
+            field, loc = f"{field}.{first['ctx']['option']}", loc + (first["ctx"]["option"],)
         elif first["type"] == "missing":
             reason = "missing required field"
         raise CatalogError(path, reason, line=_line_for(lines, loc), entry=entry,

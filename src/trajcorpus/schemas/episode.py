@@ -34,7 +34,6 @@ ObsKind = Literal["image", "continuous", "discrete", "text"]
 ActionKind = Literal["discrete", "continuous", "none"]
 OBS_KINDS: tuple[str, ...] = ("text", "image", "continuous", "discrete")
 ACTION_KINDS: tuple[str, ...] = ("discrete", "continuous", "none")
-DISCRETE_LIMIT = 1024  # SPEC section 4: discrete values MUST lie in [0, 1024)
 _KIND_RANK = {"text": 0, "image": 1, "continuous": 2, "discrete": 2}
 
 
@@ -190,6 +189,10 @@ class Episode:
 
 
 def _check_discrete(fail, field: str, x: np.ndarray) -> None:
+    # SPEC section 4: the token scheme owns the range (imported here: a module-level import
+    # would cycle through tokenizers/__init__, which imports this module)
+    from ..tokenizers.scheme import DISCRETE_LIMIT
+
     if x.dtype.kind not in "iub":
         fail(field, f"discrete values must be integers, got {x.dtype}")
     if x.size:
@@ -229,7 +232,8 @@ class Rejected:
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeSummary:
-    """The small per-episode fact the filter groups by task (never whole episodes)."""
+    """The small per-episode fact the filter groups by task (never whole episodes), the prompt
+    candidates are drawn from and the audit lists (``schemas.records.episode_row``)."""
 
     dataset: str
     task: str
@@ -238,6 +242,7 @@ class EpisodeSummary:
     order: tuple[int, ...]
     return_: float
     length: int
+    vl: bool = False  # an image-caption record (never filtered by return, never prompted)
 
 
 # Arrow form of an Episode, for storing or exchanging records column-wise. Arrays are kept as raw

@@ -19,10 +19,8 @@ from .mujoco import mujoco_semantics
 from .reference import normalized_score, task_references
 
 __all__ = ["describe_task", "rlds_descriptions", "task_references", "normalized_score",
-           "atari_action_meanings", "mujoco_semantics", "ATARI_KINDS", "MUJOCO_KINDS"]
+           "atari_action_meanings", "mujoco_semantics"]
 
-ATARI_KINDS = frozenset({"dqn-replay", "rlu-atari"})
-MUJOCO_KINDS = frozenset({"minari", "d4rl"})
 _ALE = "Arcade Learning Environment minimal action set of the game (ALE common/Constants.h)"
 _GYM = "Gymnasium MuJoCo environment definition (joint order of the model; qpos[1:] then qvel)"
 
@@ -38,7 +36,10 @@ def describe_task(kind: str, task: str, schema: Mapping[str, Mapping[str, Any]],
     for one task, ``schema`` being field -> {"kind", "shape"} as the job saw it."""
     catalog = (entry_semantics or {}).get("fields") or {}
     cat_source = (entry_semantics or {}).get("source") or "catalog.yaml semantics"
-    env = mujoco_semantics(task) if kind in MUJOCO_KINDS else None
+    from ..sources.base import get_source  # the kind says which environment names its fields
+
+    environment = get_source(kind).environment
+    env = mujoco_semantics(task) if environment == "mujoco" else None
     out: dict[str, dict] = {}
     for field in sorted(schema):
         fkind, shape = schema[field]["kind"], schema[field]["shape"]
@@ -52,7 +53,7 @@ def describe_task(kind: str, task: str, schema: Mapping[str, Mapping[str, Any]],
                      units=list(given.get("units") or []) or None,
                      representation=given.get("representation"), source=cat_source)
             d["description"] = given.get("description") or d["description"]
-        elif field == "actions" and fkind == "discrete" and kind in ATARI_KINDS:
+        elif field == "actions" and fkind == "discrete" and environment == "atari":
             meanings = atari_action_meanings(task)
             if meanings:
                 d.update(names=meanings, source=_ALE, representation="absolute",

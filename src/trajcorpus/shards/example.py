@@ -39,7 +39,6 @@ FIELD_DTYPES: dict[str, np.dtype] = {
 KEY_MAX = 76
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _MAX_MODALITY = max(Modality)
-_GZ_MEMBER_OVERHEAD = 16  # a 512-byte header + padding, gzipped (measured: 10-20 bytes)
 
 
 def _fail(key: Any, field: str, reason: str) -> ShardError:
@@ -135,9 +134,9 @@ def example_nbytes(ex: dict, fmt: str = "parquet") -> int:
     sizes = [len(_ESTIMATOR.compress(np.ascontiguousarray(ex[f]).data))
              for f in FIELD_DTYPES]
     sizes.append(len(ex["meta"].encode("utf-8")))
-    if fmt == "webdataset":  # + each member's tar header and padding, once gzipped
-        return sum(sizes) + len(sizes) * _GZ_MEMBER_OVERHEAD
-    return sum(sizes) + len(ex["__key__"])
+    from .codecs import get_codec  # here: the codec modules import this one
+
+    return get_codec(fmt).estimate(sizes, ex["__key__"])
 
 
 def example_tokens(ex: dict) -> int:

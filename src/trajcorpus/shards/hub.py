@@ -15,8 +15,9 @@ from typing import Any
 
 from .. import fs
 from ..errors import ShardError
+from .codecs import get_codec, registered_codecs
 from .example import FIELD_DTYPES, SEQUENCE_FIELDS
-from .layout import FORMATS, config_dir
+from .layout import config_dir
 from .manifest import MANIFEST, Manifest, read_manifest, verify_output
 from .tarcodec import MEMBER_NAMES
 
@@ -27,18 +28,18 @@ README = "README.md"
 
 
 def _data_files(config: str, fmt: str, splits: list[str]) -> list[dict]:
-    ext = FORMATS[fmt]
+    ext = get_codec(fmt).extension
     return [{"split": s, "path": f"{config_dir(config)}/{s}-*.{ext}"} for s in splits]
 
 
 def primary_format(manifest: Manifest) -> str:
     """The format every hub config of this folder loads (see the module docstring)."""
     with_files = {c: set(manifest.formats(c)) for c in manifest.configs if manifest.formats(c)}
-    for fmt in ("parquet", "webdataset"):
+    for fmt in (c.name for c in registered_codecs()):  # preferred first
         if with_files and all(fmt in f for f in with_files.values()):
             return fmt
     if not with_files:  # every input rejected or filtered: nothing to load, no config entry
-        return "parquet"
+        return registered_codecs()[0].name
     only = {c: sorted(f)[0] for c, f in with_files.items() if len(f) == 1}
     raise ShardError(manifest.uri or "manifest", "configs with no format in common cannot "
                      f"share a folder ({only}): datasets loads one format per folder; rerun "

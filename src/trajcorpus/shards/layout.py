@@ -1,7 +1,7 @@
 """Where shards live under OUT, and which Hugging Face config loads them.
 
-``OUT/data/{config}/{split}-{i:05d}-of-{n:05d}.{tar.gz|parquet}``: one folder per config
-(catalog dataset), both formats side by side, told apart by extension. WebDataset shards are
+``OUT/data/{config}/{split}-{i:05d}-of-{n:05d}.{ext}``: one folder per config (catalog
+dataset), every format side by side, told apart by its codec's extension (``shards.codecs``). WebDataset shards are
 gzip-compressed tar streams (``.tar.gz``, which webdataset, ``datasets`` and ``tar`` read as
 is): a plain tar spends a 512-byte header plus block padding on every member, 8 bytes per token
 on Atari sequences whatever the members hold. The hub configs are derived from
@@ -15,20 +15,19 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ShardError
+from .codecs import extensions, get_codec
 
-__all__ = ["FORMATS", "EXTENSIONS", "DATA_DIR", "MIN_SHARDS", "MIN_SHARD_BYTES", "ShardName",
+__all__ = ["DATA_DIR", "MIN_SHARDS", "MIN_SHARD_BYTES", "ShardName",
            "shard_relpath", "parse_relpath", "check_config_name", "check_split_name",
            "config_dir", "plan_num_shards"]
 
-FORMATS = {"webdataset": "tar.gz", "parquet": "parquet"}  # format -> file extension
-EXTENSIONS = {ext: fmt for fmt, ext in FORMATS.items()}
 DATA_DIR = "data"
 MIN_SHARDS = 16  # default floor on the shard count (see plan_num_shards)
 MIN_SHARD_BYTES = 4 << 20  # ... which never makes shards smaller than this (by estimate)
 _CONFIG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")  # datasets requires \w+ split names
 _NAME_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<i>\d{5,})-of-(?P<n>\d{5,})\."
-                      r"(?P<ext>tar\.gz|parquet)$")
+                      r"(?P<ext>[A-Za-z0-9][A-Za-z0-9.]*)$")  # a codec's extension
 
 
 @dataclass(frozen=True)
@@ -76,22 +75,22 @@ def plan_num_shards(est_bytes: int, shard_bytes: int, min_shards: int = MIN_SHAR
 
 def shard_relpath(config: str, split: str, fmt: str, index: int, count: int) -> str:
     """``data/{config}/{split}-{index:05d}-of-{count:05d}.{ext}``, relative to OUT."""
-    if fmt not in FORMATS:
-        raise ShardError(f"format {fmt!r}", f"expected one of {sorted(FORMATS)}")
+    ext = get_codec(fmt).extension
     if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
         raise ShardError(f"shard {index} of {count}", "need 0 <= index < count")
     return (f"{config_dir(config)}/{check_split_name(split)}-{index:05d}-of-{count:05d}."
-            f"{FORMATS[fmt]}")
+            f"{ext}")
 
 
 def parse_relpath(relpath: str) -> ShardName:
     """The inverse of :func:`shard_relpath`; ShardError for any other path."""
     parts = relpath.split("/")
     m = _NAME_RE.match(parts[-1]) if len(parts) == 3 and parts[0] == DATA_DIR else None
-    if m is None or not _CONFIG_RE.match(parts[1]):
+    by_ext = extensions()
+    if m is None or not _CONFIG_RE.match(parts[1]) or m["ext"] not in by_ext:
         raise ShardError(relpath, "not a shard path data/{config}/{split}-NNNNN-of-NNNNN."
-                         "{tar.gz|parquet}")
+                         f"{{{'|'.join(by_ext)}}}")
     index, count = int(m["i"]), int(m["n"])
     if index >= count:
         raise ShardError(relpath, f"shard index {index} >= count {count}")
-    return ShardName(parts[1], m["split"], EXTENSIONS[m["ext"]], index, count)
+    return ShardName(parts[1], m["split"], by_ext[m["ext"]], index, count)

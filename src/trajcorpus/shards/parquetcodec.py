@@ -17,10 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ShardError
+from .codecs import Codec, register
 from .example import FIELD_DTYPES, SEQUENCE_FIELDS
 
 __all__ = ["SCHEMA", "HF_FEATURES", "ZSTD_LEVEL", "ROW_GROUP_BYTES", "ROW_GROUP_MAX_ROWS",
-           "write_parquet", "iter_parquet", "RowGroupColumns", "read_columns"]
+           "write_parquet", "iter_parquet", "RowGroupColumns", "read_columns", "CODEC"]
 
 ZSTD_LEVEL = 9
 ROW_GROUP_BYTES = 32 << 20  # uncompressed bytes per row group: a streaming reader holds one
@@ -217,3 +218,12 @@ def iter_parquet(source: Any, uri: str, wanted: np.ndarray | None = None,
             i = start + j
             yield i, cols.example(j, uri) if wanted is None or wanted[i] else None
         start = stop
+
+
+def _estimate(sizes: list[int], key: str) -> int:
+    return sum(sizes) + len(key)
+
+
+CODEC = register(Codec(name="parquet", extension="parquet", rank=0, hub_builder="parquet",
+                       write=write_parquet, read=iter_parquet, estimate=_estimate,
+                       opens_path=True, columnar=True))

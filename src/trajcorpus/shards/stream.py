@@ -23,11 +23,10 @@ import pyarrow as pa
 
 from .. import fs
 from ..errors import ShardError
+from .codecs import get_codec, primary_of, registered_codecs
 from .epoch import EpochPlan
 from .index import EpisodeIndex, read_index
 from .manifest import Manifest, read_manifest
-from .parquetcodec import iter_parquet
-from .tarcodec import iter_tar
 
 __all__ = ["ShardRef", "ShardDataset", "ShardStream", "StreamStats", "consumer_span",
            "read_positions"]
@@ -86,7 +85,7 @@ class ShardDataset:
             raise ShardError(f"{out} config {config!r}",
                              f"not in the manifest (configs: {sorted(manifest.configs)})")
         formats = manifest.formats(config)
-        fmt = fmt or ("parquet" if "parquet" in formats else "webdataset")
+        fmt = fmt or primary_of(formats) or registered_codecs()[0].name
         files = manifest.files_of(config, split, fmt)
         if not files:
             raise ShardError(f"{out} config {config!r}", f"no {fmt} shards for split {split!r} "
@@ -241,8 +240,7 @@ def _read_shard(ref: ShardRef, rows: np.ndarray, verify: bool, skip_bad: bool,
     done = np.zeros_like(wanted)
     try:
         with _open_shard(ref, verify) as source:
-            it = iter_parquet(source, ref.uri, wanted) if ref.format == "parquet" \
-                else iter_tar(source, ref.uri, wanted)
+            it = get_codec(ref.format).read(source, ref.uri, wanted)
             try:
                 for i, ex in it:
                     if ref.rows is None and i >= ref.examples:
@@ -357,11 +355,11 @@ def _open_shard(ref: ShardRef, verify: bool) -> _Opened:
         if h.hexdigest() != ref.sha256:
             raise ShardError(ref.uri, f"sha256 {h.hexdigest()[:16]}... does not match the "
                              f"manifest's {ref.sha256[:16]}...: refusing a changed shard")
-        return _Opened(pa.BufferReader(pa.py_buffer(buf)) if ref.format == "parquet"
+        return _Opened(pa.BufferReader(pa.py_buffer(buf)) if get_codec(ref.format).opens_path
                        else io.BytesIO(buf))
     if fs.is_local(ref.uri):  # native IO: no fsspec layer per read call
         path = fs.local_path(ref.uri)
-        if ref.format == "parquet":
+        if get_codec(ref.format).opens_path:
             return _Opened(path)
         f = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 (closed by _Opened)
         return _Opened(f, f)

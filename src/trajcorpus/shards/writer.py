@@ -11,10 +11,9 @@ from typing import IO
 
 from .. import fs
 from ..errors import ShardError
+from .codecs import get_codec
 from .example import check_example
 from .layout import parse_relpath
-from .parquetcodec import write_parquet
-from .tarcodec import write_tar
 
 __all__ = ["ShardFile", "write_shard", "HashingWriter", "TEMP_MARKER", "atomic_open"]
 
@@ -151,6 +150,6 @@ def write_shard(examples: Iterable[dict], out: str, relpath: str, fmt: str) -> S
     with atomic_open(target) as raw:
         sink = HashingWriter(raw)
         rows = _checked(examples, relpath)
-        count = write_tar(rows, sink) if fmt == "webdataset" else write_parquet(rows, sink)
+        count = get_codec(fmt).write(rows, sink)
     return ShardFile(path=relpath, bytes=sink.count, sha256=sink.sha.hexdigest(), examples=count,
                      config=name.config, split=name.split, format=fmt)

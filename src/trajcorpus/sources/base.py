@@ -7,28 +7,35 @@ start. Reading a unit yields Episodes and, for inputs that cannot become valid e
 :class:`~trajcorpus.schemas.Rejected` records: one bad episode never stops the rest.
 
 Adding a format = one module under ``sources/`` with a ``Source`` subclass that sets ``kind``
-(registration happens by subclassing), a catalog entry and a fixture test.
+(registration happens by subclassing; every module of this package is imported by
+:func:`load_kinds`, and a plugin package adds a kind through the ``trajcorpus.sources`` entry-point
+group), a catalog entry and a fixture test.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
+import pkgutil
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import pydantic
 
 from ..errors import SourceError, TrajcorpusError, one_line
 from ..schemas.episode import Episode, Rejected
 
-__all__ = ["Source", "SourceOptions", "Unit", "REGISTRY", "get_source", "open_source",
-           "registered_kinds", "unexpected", "UNEXPECTED"]
+__all__ = ["Source", "SourceOptions", "Unit", "REGISTRY", "ENTRY_POINT_GROUP", "get_source",
+           "open_source", "registered_kinds", "load_kinds", "kind_facts", "options_error",
+           "unexpected", "UNEXPECTED", "Label", "Names", "Numbers"]
 
 # The mark of an exception only the last-resort boundary caught (tests look for it).
 UNEXPECTED = "a reader bug or unchecked input: please report it"
 
 REGISTRY: dict[str, type[Source]] = {}
+ENTRY_POINT_GROUP = "trajcorpus.sources"  # plugin packages register kinds here
+_LOADED: list[bool] = []
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -51,6 +58,25 @@ class SourceOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
 
+def _one_or_many(value: Any) -> Any:
+    """An option that names things takes one name or a list; numbers name things too."""
+    if value is None:
+        return None
+    items = (value,) if isinstance(value, (str, int)) else value
+    if isinstance(items, (list, tuple)):
+        return tuple(str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                     for v in items)
+    return items
+
+
+# option types: ``games: Pong`` or ``games: [Pong, Breakout]``; ``runs: 1`` or ``runs: ["1", 2]``
+Names = Annotated[tuple[str, ...] | None, pydantic.BeforeValidator(_one_or_many)]
+Numbers = Annotated[tuple[int, ...] | None, pydantic.BeforeValidator(_one_or_many)]
+# a name given in the options (``task: 5`` reads as "5")
+Label = Annotated[str | None, pydantic.BeforeValidator(
+    lambda v: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)]
+
+
 class Source(abc.ABC):
     """Base class of all readers. Subclasses set ``kind`` and implement the two abstract methods.
 
@@ -66,6 +92,17 @@ class Source(abc.ABC):
     tags: ClassVar[tuple[str, ...]] = ()
     carries_text: ClassVar[bool] = True
     Options: ClassVar[type[SourceOptions]] = SourceOptions
+    # options that pick sub-datasets of a root: dropped when ``--input`` names one dataset
+    selection_options: ClassVar[tuple[str, ...]] = ()
+    # the environment whose definition names fields when nothing else does ("atari": the ALE
+    # action set, "mujoco": the Gymnasium joints; see trajcorpus.semantics)
+    environment: ClassVar[str] = ""
+
+    @classmethod
+    def is_single_dataset(cls, uri: str) -> bool:
+        """Whether ``uri`` is one dataset of this kind rather than a root holding several (only
+        asked of kinds with ``selection_options``)."""
+        return False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -83,17 +120,19 @@ class Source(abc.ABC):
         self.agent_template = agent_template
         self.opts = self._validated_options()
 
-    def _validated_options(self) -> SourceOptions | None:
-        """The options checked against ``Options`` (kinds that have not declared one yet: None)."""
-        if self.Options is SourceOptions:
-            return None
+    def _validated_options(self) -> SourceOptions:
+        """The options checked against ``Options``: a bad one is one SourceError naming it."""
         try:
             return self.Options.model_validate(self.options)
         except pydantic.ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(x) for x in first["loc"]) or "options"
-            raise SourceError(self.uri, f"{self.kind} option {field!r}: {first['msg']} (known: "
-                              f"{sorted(self.Options.model_fields)})") from None
+            _, reason = options_error(self.kind, self.Options, err)
+            raise SourceError(self.uri, reason) from None
+
+    @classmethod
+    def own_references(cls, units: list[Unit]) -> dict[str, dict]:
+        """Task -> reference scores the data itself declares (e.g. Minari's metadata), which win
+        over the catalog's; most formats declare none."""
+        return {}
 
     # -- the contract -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -191,15 +230,52 @@ def unexpected(unit: Unit | None, exc: BaseException, uri: str = "") -> SourceEr
                        f"{one_line(exc) or '(no message)'} ({UNEXPECTED})", key=key)
 
 
-def registered_kinds() -> list[str]:
-    from . import _load_all  # noqa: F401  (imports every reader module)
+def options_error(kind: str, model: type[SourceOptions], err: pydantic.ValidationError
+                  ) -> tuple[str, str]:
+    """(option name, one-line reason) of the first problem ``err`` reports."""
+    first = err.errors()[0]
+    field = ".".join(str(x) for x in first["loc"]) or "options"
+    known = sorted(model.model_fields)
+    if first["type"] == "extra_forbidden":
+        return field, f"unknown {kind} option {field!r} (known: {known})"
+    return field, f"{kind} option {field!r}: {one_line(first['msg'])} (known: {known})"
 
+
+def load_kinds() -> None:
+    """Register every kind: import each module of this package (a reader registers itself by
+    subclassing), then each ``trajcorpus.sources`` entry point of installed plugin packages."""
+    if _LOADED:
+        return
+    _LOADED.append(True)
+    package = __name__.rsplit(".", 1)[0]
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package}.{module.name}")
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001  (a broken plugin is one line naming it)
+            raise TrajcorpusError(f"entry point {ENTRY_POINT_GROUP}:{ep.name} = {ep.value}",
+                                  f"cannot load: {type(e).__name__}: {one_line(e)}") from e
+
+
+def kind_facts(kind: str) -> dict[str, Any]:
+    """What the manifest records about a kind (the dataset card reads it from there)."""
+    cls = get_source(kind)
+    return {"kind": kind, "description": cls.description,
+            "task_categories": list(cls.task_categories), "tags": list(cls.tags),
+            "carries_text": cls.carries_text}
+
+
+def registered_kinds() -> list[str]:
+    load_kinds()
     return sorted(REGISTRY)
 
 
 def get_source(kind: str) -> type[Source]:
-    from . import _load_all  # noqa: F401
-
+    load_kinds()
     try:
         return REGISTRY[kind]
     except KeyError:

@@ -23,12 +23,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import pydantic
 from pydantic import Field
 
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Label, SourceOptions, Unit
+from .families import CaptionSource
 from .imagecaption import (
     caption_episode,
     caption_text,
@@ -151,10 +153,18 @@ def _plan(uri: str, doc: dict[str, Any]) -> tuple[list[tuple[int, str, tuple]], 
     return images, problems
 
 
-class CocoCaptionsSource(Source):
+class CocoOptions(SourceOptions):
+    image_dir: Label = None  # default: the split's folder beside annotations/
+    images_per_unit: int = pydantic.Field(500, ge=1)
+    task: Label = None  # default: "coco"
+
+
+class CocoCaptionsSource(CaptionSource):
     """Reads COCO caption annotations; one unit = a run of images of one annotation file."""
 
     kind = "coco-captions"
+    description = "COCO captions: `captions_*.json` annotations + JPEG images"
+    Options = CocoOptions
 
     def _annotation_files(self) -> tuple[str, list[str]]:
         if self.uri.endswith(".json"):
@@ -168,22 +178,19 @@ class CocoCaptionsSource(Source):
         return self.uri, files
 
     def _image_dir(self, root: str, split: str) -> str:
-        opt = self.options.get("image_dir")
+        opt = self.opts.image_dir
         if opt:
-            return str(opt) if "://" in str(opt) or str(opt).startswith("/") \
-                else fs.join(root, str(opt))
+            return opt if "://" in opt or opt.startswith("/") else fs.join(root, opt)
         return fs.join(root, split)
 
     def units(self) -> list[Unit]:
-        per_unit = int(self.options.get("images_per_unit", 500))
-        if per_unit < 1:
-            raise SourceError(self.uri, f"option images_per_unit must be >= 1, got {per_unit}")
+        per_unit = self.opts.images_per_unit
         root, files = self._annotation_files()
         units: list[Unit] = []
         for ann_uri in files:
             stem = ann_uri.rsplit("/", 1)[-1].removesuffix(".json")
             split = stem.removeprefix("captions_")
-            fields = {"task": str(self.options.get("task") or "coco"), "agent": stem,
+            fields = {"task": self.opts.task or "coco", "agent": stem,
                       "split": split}
             task, agent = self.task_name(**fields), self.agent_name(**fields)
             image_dir = self._image_dir(root, split)

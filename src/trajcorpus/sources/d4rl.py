@@ -28,15 +28,17 @@ Input: one ``.hdf5``/``.h5`` file, or a folder whose ``*.hdf5``/``*.h5`` files a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
+import pydantic
 
 from .. import fs
 from ..errors import SourceError, one_line
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Label, SourceOptions, Unit
+from .families import MujocoLogs
 from .h5file import open_h5, read_dataset
 from .metadata import flag_array
 
@@ -110,10 +112,19 @@ def _flags(uri: str, f: h5py.File, key: str, lo: int, hi: int) -> np.ndarray:
     return flag_array(read_dataset(uri, f, key, np.s_[lo:hi]), uri, key=key, first=lo, unit="row")
 
 
-class D4RLSource(Source):
+class D4RLOptions(SourceOptions):
+    rows_per_unit: int = pydantic.Field(100_000, ge=1)
+    partial_tail: Literal["truncate", "reject"] = "truncate"  # a last run with no end flag
+    task: Label = None  # default: the file's stem
+
+
+class D4RLSource(MujocoLogs):
     """Reads D4RL flat HDF5 files; one unit = a run of rows of one file."""
 
     kind = "d4rl"
+    description = "D4RL HDF5: flat arrays over transitions with `terminals`/`timeouts` flags"
+    carries_text = False  # flat arrays of numbers only
+    Options = D4RLOptions
 
     def _files(self) -> list[str]:
         if self.uri.endswith((".hdf5", ".h5")):
@@ -125,18 +136,14 @@ class D4RLSource(Source):
         return sorted(files)
 
     def units(self) -> list[Unit]:
-        per_unit = int(self.options.get("rows_per_unit", 100_000))
-        if per_unit < 1:
-            raise SourceError(self.uri, f"option rows_per_unit must be >= 1, got {per_unit}")
-        if self.options.get("partial_tail", "truncate") not in ("truncate", "reject"):
-            raise SourceError(self.uri, "option partial_tail must be 'truncate' or 'reject'")
+        per_unit = self.opts.rows_per_unit
         units: list[Unit] = []
         for file_index, uri in enumerate(self._files()):
             with open_h5(uri) as f:
                 n = _row_count(uri, f)
                 algorithm = _algorithm(uri, f)
             stem = _stem(uri)
-            fields = {"task": str(self.options.get("task") or stem),
+            fields = {"task": self.opts.task or stem,
                       "agent": algorithm or stem, "file": stem, "algorithm": algorithm}
             task, agent = self.task_name(**fields), self.agent_name(**fields)
             for start in range(0, n, per_unit):
@@ -194,7 +201,7 @@ class D4RLSource(Source):
         terminal = bool(data["terminals"][b - 1 - lo])
         timeout = bool(data["timeouts"][b - 1 - lo])
         partial = not (terminal or timeout)
-        if partial and self.options.get("partial_tail", "truncate") == "reject":
+        if partial and self.opts.partial_tail == "reject":
             return self.reject(location, f"final partial trajectory of {b - a} steps has neither "
                                "terminals nor timeouts set (option partial_tail=reject)", task=task)
         seg = slice(a - lo, b - lo)

@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Unit
+from .families import CaptionSource, TaskAgentOptions
 from .imagecaption import MAX_IMAGE_BYTES, caption_episode, caption_text, load_image, rejected
 from .metadata import Name, Strict, parse_json, validate
 
@@ -114,10 +115,17 @@ def feature_columns(schema: pa.Schema, uri: str, image_column: str | None = None
     return image_column, caption_column
 
 
-class HFImageParquetSource(Source):
+class HFImageParquetOptions(TaskAgentOptions):
+    image_column: str | None = None  # default: from the metadata, else the first Image feature
+    caption_column: str | None = None  # default: ... the first string feature
+
+
+class HFImageParquetSource(CaptionSource):
     """Reads HF image-caption Parquet files; one unit = one file, streamed in batches."""
 
     kind = "hf-image-parquet"
+    description = "Hugging Face Parquet: `Image` feature bytes + caption column"
+    Options = HFImageParquetOptions
 
     def units(self) -> list[Unit]:
         if self.uri.endswith(".parquet"):
@@ -133,8 +141,8 @@ class HFImageParquetSource(Source):
             rel = path[len(base) + 1:] if path.startswith(base + "/") else path.rsplit("/", 1)[-1]
             stem = rel.rsplit("/", 1)[-1].removesuffix(".parquet")
             m = _SPLIT.match(stem)
-            fields = {"task": str(self.options.get("task") or self.dataset),
-                      "agent": str(self.options.get("agent") or (m.group(1) if m else stem)),
+            fields = {"task": self.opts.task or self.dataset,
+                      "agent": self.opts.agent or (m.group(1) if m else stem),
                       "split": m.group(1) if m else "", "file": stem}
             units.append(Unit(key=rel, uri=uri, index=i,
                               params=(("file_index", i), ("name", rel.removesuffix(".parquet")),
@@ -148,8 +156,8 @@ class HFImageParquetSource(Source):
             with fs.open_uri(uri, "rb", cache_type="blockcache") as f:
                 pf = pq.ParquetFile(f)
                 image_col, caption_col = feature_columns(
-                    pf.schema_arrow, uri, self.options.get("image_column"),
-                    self.options.get("caption_column"))
+                    pf.schema_arrow, uri, self.opts.image_column,
+                    self.opts.caption_column)
                 row = 0
                 for batch in pf.iter_batches(batch_size=_BATCH_ROWS,
                                              columns=[image_col, caption_col]):

@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Unit
+from .families import CaptionSource, TaskAgentOptions
 from .imagecaption import (
     MAX_IMAGE_BYTES,
     caption_episode,
@@ -74,10 +75,12 @@ def split_member_name(name: str) -> tuple[str, str] | None:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-class Img2DatasetSource(Source):
+class Img2DatasetSource(CaptionSource):
     """Reads an img2dataset webdataset output folder; one unit = one shard."""
 
     kind = "img2dataset"
+    description = "img2dataset WebDataset tar shards (image + `.txt` caption + `.json` status)"
+    Options = TaskAgentOptions
 
     def units(self) -> list[Unit]:
         shards: dict[str, dict[str, str]] = {}
@@ -87,8 +90,8 @@ class Img2DatasetSource(Source):
                 shards.setdefault(m.group(1), {})[m.group(2)] = uri
         if not shards:
             raise SourceError(self.uri, "no img2dataset shards (NNNNN.tar / NNNNN.parquet) found")
-        fields = {"task": str(self.options.get("task") or self.dataset),
-                  "agent": str(self.options.get("agent") or "img2dataset")}
+        fields = {"task": self.opts.task or self.dataset,
+                  "agent": self.opts.agent or "img2dataset"}
         task, agent = self.task_name(**fields), self.agent_name(**fields)
         return [Unit(key=name, uri=files.get("tar", ""), index=i,
                      params=(("shard", int(name)), ("parquet", files.get("parquet", "")),

@@ -33,12 +33,10 @@ instead of discovering all).
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import re
-from collections.abc import Iterator, Mapping
-from typing import Annotated, Any
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -49,178 +47,58 @@ from pydantic import Field
 from .. import fs
 from ..errors import SourceError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Names, SourceOptions, Unit
+from .families import MujocoLogs
 from .h5file import open_h5, read_dataset
 from .metadata import (
-    Name,
-    Strict,
-    Text,
-    declared_nbytes,
     flag_array,
     load_json,
     parse_json,
     small_int,
     validate,
 )
+from .minari_spaces import (
+    EnvSpec,
+    Leaf,
+    MinariMetadata,
+    Space,
+    _actions,
+    _arrow_values,
+    _Meta,
+    _shape_leaf,
+    leaf_kind,
+    space_leaves,
+)
 
-__all__ = ["MinariSource", "Leaf", "space_leaves", "leaf_kind"]
+__all__ = ["MinariSource", "Leaf", "space_leaves", "leaf_kind", "minari_references"]
 
 _EPISODE_GROUP = re.compile(r"^episode_(\d{1,18})$")  # bounded: int() of 5,000 digits fails
 _ARROW_PART = re.compile(r"^part-(\d{1,18})\.arrow$")
 _MAX_DEPTH = 5
 _STEP_KEYS = ("actions", "rewards", "terminations", "truncations")
 
-
-class Space(Strict):
-    """A serialised gymnasium space, as Minari writes it (only what the reader uses is typed)."""
-
-    type: Name
-    dtype: Name | None = None
-    shape: list[Annotated[int, Field(ge=0, le=1 << 31)]] | None = Field(None, max_length=32)
-    subspaces: dict[Name, Space] | list[Space] | None = None
+class MinariOptions(SourceOptions):
+    datasets: Names = None  # dataset folders under a root uri (default: every one found)
+    episodes_per_unit: int = Field(100, ge=1)
 
 
-class EnvSpec(Strict):
-    id: Name | None = None
-
-
-class MinariMetadata(Strict):
-    """``data/metadata.json``: the spaces and env_spec are JSON strings (or, leniently, objects)."""
-
-    observation_space: Text | dict[str, Any] | None = None
-    action_space: Text | dict[str, Any] | None = None
-    env_spec: Text | dict[str, Any] | None = None
-    data_format: Name | None = None
-    dataset_id: Name | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Leaf:
-    """One array-valued piece of a (possibly nested) gymnasium space, as Minari serialises it."""
-
-    name: str  # flat observation name, e.g. "observation" or "achieved_goal" or "0/pos"
-    h5_path: tuple[str, ...]  # sub-path below the HDF5 "observations" node
-    arrow_path: tuple[str, ...]  # struct fields below the Arrow "observations" column
-    space: Mapping[str, Any]
-
-
-def space_leaves(space: Mapping[str, Any], name: str = "", h5_path: tuple[str, ...] = (),
-                 arrow_path: tuple[str, ...] = ()) -> list[Leaf]:
-    """Flatten a Minari space description (serialised gymnasium space) into leaves."""
-    kind = space.get("type")
-    if kind == "Dict":
-        out: list[Leaf] = []
-        for key, sub in space["subspaces"].items():
-            out += space_leaves(sub, f"{name}/{key}" if name else key, h5_path + (key,),
-                                arrow_path + (key,))
-        return out
-    if kind == "Tuple":
-        out = []
-        for i, sub in enumerate(space["subspaces"]):
-            out += space_leaves(sub, f"{name}/{i}" if name else str(i), h5_path + (f"_index_{i}",),
-                                arrow_path + (str(i),))
-        return out
-    return [Leaf(name or "observation", h5_path, arrow_path, space)]
-
-
-def leaf_kind(space: Mapping[str, Any], where: str) -> str:
-    """The Episode observation kind of a leaf space."""
-    kind = space.get("type")
-    if kind == "Text":
-        return "text"
-    if kind == "Discrete":
-        return "discrete"
-    if kind == "Box":
-        if space.get("dtype") is None or space.get("shape") is None:
-            raise SourceError(where, "a Box space needs dtype and shape")
-        dtype = np.dtype(space["dtype"])
-        shape = tuple(space["shape"])
-        declared_nbytes(shape, dtype.itemsize, where, key="shape")
-        if dtype == np.uint8 and (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))):
-            return "image"
-        if dtype.kind == "f":
-            return "continuous"
-        if dtype.kind in "iub":
-            return "discrete"
-    raise SourceError(where, f"unsupported space {json.dumps(dict(space))[:200]}")
-
-
-def _shape_leaf(arr: np.ndarray, space: Mapping[str, Any], uri: str, key: str) -> np.ndarray:
-    """Give a raw leaf array (rows first) the shape and dtype its space declares."""
-    if arr.ndim == 0:
-        raise SourceError(uri, f"expected one row per step, got a scalar ({arr.dtype})", key=key)
-    rows = arr.shape[0]
-    kind = space.get("type")
-    if kind == "Text":
-        out = np.empty(rows, dtype=object)
-        for i, s in enumerate(arr.tolist()):
-            if isinstance(s, bytes):
-                try:
-                    s = s.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise SourceError(uri, f"row {i}: text is not valid UTF-8 ({e.reason})",
-                                      key=key) from None
-            if not isinstance(s, str):
-                raise SourceError(uri, f"row {i}: expected text, got {type(s).__name__}", key=key)
-            out[i] = s
-        return out
-    if arr.dtype.kind not in "fiub":
-        raise SourceError(uri, f"expected numbers, got dtype {arr.dtype}", key=key)
-    shape = tuple(space.get("shape", ())) if kind == "Box" else ()
-    if arr.size != rows * math.prod(shape):
-        raise SourceError(uri, f"array of shape {arr.shape} does not hold {rows} rows of the "
-                          f"space's shape {list(shape)}", key=key)
-    arr = arr.reshape((rows, *shape))
-    return arr.astype(np.uint8) if arr.dtype == np.bool_ else arr
-
-
-def _actions(arr: np.ndarray, space: Mapping[str, Any], uri: str, key: str
-             ) -> tuple[np.ndarray, str]:
-    """Actions as [T] (discrete) or [T, A]; continuous ones as float32."""
-    arr = _shape_leaf(arr, space, uri, key)
-    kind = "discrete" if arr.dtype.kind in "iub" else "continuous"
-    dtype = np.int64 if kind == "discrete" else np.float32
-    if arr.ndim > 2:
-        arr = arr.reshape(arr.shape[0], -1)
-    return arr.astype(dtype), kind
-
-
-def _arrow_values(col: pa.Array, uri: str, key: str) -> np.ndarray:
-    """An Arrow column (primitive, string or fixed-size list of primitives) -> rows-first array."""
-    if col.null_count:
-        raise SourceError(uri, f"{col.null_count} null values (first at row "
-                          f"{col.is_null().index(True).as_py()})", key=key)
-    if pa.types.is_fixed_size_list(col.type):
-        flat = col.flatten()
-        if pa.types.is_nested(flat.type):
-            raise SourceError(uri, f"nested list type {col.type} is not a Minari Box encoding",
-                              key=key)
-        return flat.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) \
-            or pa.types.is_binary(col.type):
-        return np.array(col.to_pylist(), dtype=object)
-    if pa.types.is_nested(col.type) or pa.types.is_dictionary(col.type):
-        raise SourceError(uri, f"unexpected column type {col.type}", key=key)
-    return col.to_numpy(zero_copy_only=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Meta:
-    """What read_unit needs from ``data/metadata.json``."""
-
-    uri: str
-    dataset_id: str
-    env_id: str
-    backend: str
-    obs_leaves: tuple[Leaf, ...]
-    kinds: dict[str, str]
-    action_space: Mapping[str, Any]
-
-
-class MinariSource(Source):
+class MinariSource(MujocoLogs):
     """Reads a Minari root or dataset folder; one unit = a run of whole episodes of one dataset."""
 
     kind = "minari"
+    description = "Minari datasets: `main_data.hdf5` (one group per episode) + metadata"
+    Options = MinariOptions
+    selection_options = ("datasets",)
+
+    @classmethod
+    def own_references(cls, units: list[Unit]) -> dict[str, dict]:
+        """Each dataset's ``ref_min_score``/``ref_max_score`` (see :func:`minari_references`)."""
+        return minari_references(units)
+
+    @classmethod
+    def is_single_dataset(cls, uri: str) -> bool:
+        """A dataset folder (it has data/metadata.json)."""
+        return fs.exists(fs.join(uri, "data", "metadata.json"))
 
     def __init__(self, uri: str, **kwargs: Any):
         super().__init__(uri, **kwargs)
@@ -228,9 +106,7 @@ class MinariSource(Source):
 
     # -- planning ---------------------------------------------------------------------------------
     def units(self) -> list[Unit]:
-        per_unit = int(self.options.get("episodes_per_unit", 100))
-        if per_unit < 1:
-            raise SourceError(self.uri, f"option episodes_per_unit must be >= 1, got {per_unit}")
+        per_unit = self.opts.episodes_per_unit
         units: list[Unit] = []
         for folder in self._dataset_folders():
             meta = self._meta(folder)
@@ -253,9 +129,9 @@ class MinariSource(Source):
         return units
 
     def _dataset_folders(self) -> list[str]:
-        picked = self.options.get("datasets")
+        picked = self.opts.datasets
         if picked:
-            return [fs.join(self.uri, str(p)) for p in picked]
+            return [fs.join(self.uri, p) for p in picked]
         found = _find_datasets(self.uri, _MAX_DEPTH)
         if not found:
             raise SourceError(self.uri, "no Minari dataset found (expected folders with data/ and "
@@ -509,3 +385,24 @@ def _find_datasets(uri: str, depth: int) -> list[str]:
     for name in names:
         out += _find_datasets(fs.join(uri, name), depth - 1)
     return out
+
+
+def minari_references(units: Iterable[Any]) -> dict[str, dict]:
+    """Task -> reference from each Minari dataset's metadata (the first dataset id of a task
+    that has both ends, in id order)."""
+    found: dict[str, list[tuple[str, dict]]] = {}
+    pairs = {(u.param("dataset_dir"), u.param("task")) for u in units}
+    for folder, task in sorted(p for p in pairs if isinstance(p[0], str) and isinstance(p[1], str)):
+        uri = fs.join(folder, "data", "metadata.json")
+        try:
+            with fs.open_uri(uri, "rb") as f:
+                meta = json.loads(f.read())
+        except (OSError, ValueError):
+            continue  # the reader reports an unreadable metadata file itself
+        lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+            did = str(meta.get("dataset_id", folder))
+            found.setdefault(task, []).append((did, {
+                "random": float(lo), "expert": float(hi), "expert_kind": "expert",
+                "source": f"Minari dataset metadata ref_min_score/ref_max_score ({did})"}))
+    return {task: sorted(v, key=lambda t: t[0])[0][1] for task, v in found.items()}

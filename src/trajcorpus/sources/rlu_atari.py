@@ -41,21 +41,34 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import math
 import posixpath
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Literal
 
 import numpy as np
+import pydantic
 
 from .. import fs
 from ..errors import SourceError, TrajcorpusError
 from ..schemas.episode import Episode, Rejected
-from .base import Source, Unit
+from .base import Names, Numbers, SourceOptions, Unit
+from .families import AtariLogs
 from .imagecodec import decode_image
 from .metadata import discount_array
+from .rlu_records import (
+    _BlobKeys,
+    _bytes_list,
+    _decode_frames,
+    _gray,
+    _numbers,
+    _Pending,
+    _PixelKeys,
+    _scalar,
+    _transition_id,
+    euler_order,
+)
 from .tfrecord import DEFAULT_MAX_RECORD_BYTES, iter_records, parse_example
 
 __all__ = ["RluAtariSource", "euler_order", "SHARD_NAME"]
@@ -63,11 +76,18 @@ __all__ = ["RluAtariSource", "euler_order", "SHARD_NAME"]
 SHARD_NAME = re.compile(r"^run_(\d{1,18})-(\d{5})-of-(\d{5})$")
 LAYOUTS = ("auto", "episodes", "transitions")
 EPISODE_KEYS = ("observations", "actions", "discounts", "checkpoint_idx", "episode_idx")
-TRANSITION_KEYS = ("o_t", "o_tp1", "a_t", "a_tp1", "r_t", "d_t", "episode_id")
-STACK = 4
-OPTIONS = ("layout", "games", "runs", "compression", "max_record_bytes", "reward_key",
-           "episode_buckets", "bucket_bytes")
 DEFAULT_BUCKET_BYTES = 1 << 30
+
+
+class RluAtariOptions(SourceOptions):
+    layout: Literal["auto", "episodes", "transitions"] = "auto"
+    games: Names = None  # restrict a folder to these games
+    runs: Numbers = None  # ... and these runs
+    compression: str = "auto"
+    max_record_bytes: int = pydantic.Field(DEFAULT_MAX_RECORD_BYTES, ge=1)
+    reward_key: str | None = None  # None: unclipped_rewards, as TFDS reads
+    episode_buckets: int | None = pydantic.Field(None, ge=1)  # transitions layout: buckets/run
+    bucket_bytes: int = pydantic.Field(DEFAULT_BUCKET_BYTES, ge=1)  # ... or input bytes/bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,30 +113,22 @@ def _terminal(discounts: np.ndarray, uri: str, key: str, offset: int | None) -> 
     return bool(d.size and d[-1] == 0.0)
 
 
-class RluAtariSource(Source):
+class RluAtariSource(AtariLogs):
     """Reads both RL Unplugged Atari layouts; the layout is detected from the first record."""
 
     kind = "rlu-atari"
+    description = "RL Unplugged Atari: TFRecord files of `tf.train.Example` episodes"
+    Options = RluAtariOptions
 
-    def __init__(self, uri: str, **kwargs: Any):
-        super().__init__(uri, **kwargs)
-        unknown = sorted(set(self.options) - set(OPTIONS))
-        if unknown:
-            raise SourceError(self.uri, f"unknown rlu-atari option(s) {unknown} "
-                              f"(known: {', '.join(OPTIONS)})")
-        self.layout = str(self.options.get("layout", "auto"))
-        if self.layout not in LAYOUTS:
-            raise SourceError(self.uri, f"option layout must be one of {LAYOUTS}, "
-                              f"got {self.layout!r}", key="layout")
-        self.compression = str(self.options.get("compression", "auto"))
-        self.max_record_bytes = int(self.options.get("max_record_bytes",
-                                                     DEFAULT_MAX_RECORD_BYTES))
-        self.reward_key = self.options.get("reward_key")  # None: unclipped_rewards, as TFDS reads
+    @classmethod
+    def is_single_dataset(cls, uri: str) -> bool:
+        """One TFRecord file."""
+        return fs.filesystem(uri).isfile(fs.strip_scheme(uri))
 
     # -- units ----------------------------------------------------------------------------------
     def units(self) -> list[Unit]:
         shards = self._shards()
-        layout = self.layout if self.layout != "auto" else self._detect_layout(shards)
+        layout = self.opts.layout if self.opts.layout != "auto" else self._detect_layout(shards)
         if layout == "episodes":
             return [Unit(f"{s.game}/{posixpath.basename(s.uri)}", s.uri, i,
                          (("layout", "episodes"), ("game", s.game), ("run", s.run),
@@ -125,11 +137,8 @@ class RluAtariSource(Source):
         return self._transition_units(shards)
 
     def _shards(self) -> list[_Shard]:
-        games = self.options.get("games")
-        games = [games] if isinstance(games, str) else games
-        runs = self.options.get("runs")
-        runs = {int(r) for r in ([runs] if isinstance(runs, (str, int)) else runs)} if runs \
-            else None
+        games = self.opts.games
+        runs = set(self.opts.runs) if self.opts.runs else None
         filesystem = fs.filesystem(self.uri)
         if not filesystem.exists(fs.strip_scheme(self.uri)):
             raise SourceError(self.uri, "no such file or folder")
@@ -198,15 +207,10 @@ class RluAtariSource(Source):
         return units
 
     def _buckets(self, members: list[_Shard]) -> int:
-        if self.options.get("episode_buckets") is not None:
-            n = int(self.options["episode_buckets"])
-            if n < 1:
-                raise SourceError(self.uri, f"episode_buckets must be >= 1, got {n}",
-                                  key="episode_buckets")
-            return n
-        budget = int(self.options.get("bucket_bytes", DEFAULT_BUCKET_BYTES))
+        if self.opts.episode_buckets is not None:
+            return self.opts.episode_buckets
         total = sum(fs.size(s.uri) for s in members)
-        return max(1, math.ceil(total / max(1, budget)))
+        return max(1, math.ceil(total / self.opts.bucket_bytes))
 
     def _task(self, game: str, run: int) -> str:
         return self.task_name(task=game, game=game, agent=str(run), run=run)
@@ -222,8 +226,8 @@ class RluAtariSource(Source):
             yield from self._read_transition_bucket(unit)
 
     def _records(self, uri: str):
-        return iter_records(uri, compression=self.compression,
-                            max_record_bytes=self.max_record_bytes, recover=True)
+        return iter_records(uri, compression=self.opts.compression,
+                            max_record_bytes=self.opts.max_record_bytes, recover=True)
 
     def _read_episode_file(self, unit: Unit) -> Iterator[Episode | Rejected]:
         game, run, task = unit.param("game"), unit.param("run"), unit.param("task")
@@ -245,7 +249,7 @@ class RluAtariSource(Source):
         def fail(key: str, reason: str) -> SourceError:
             return SourceError(uri, reason, offset=offset, key=key)
 
-        reward_key = self.reward_key or next(
+        reward_key = self.opts.reward_key or next(
             (k for k in ("unclipped_rewards", "clipped_rewards") if k in ex), "unclipped_rewards")
         for key in (*EPISODE_KEYS, reward_key):
             if key not in ex:
@@ -366,179 +370,3 @@ class RluAtariSource(Source):
         )
 
 
-# -- helpers ------------------------------------------------------------------------------------
-
-def _bytes_list(ex: dict, key: str, fail) -> list[bytes]:
-    v = ex[key]
-    if not isinstance(v, list):
-        raise fail(key, f"expected a bytes_list, got a {v.dtype} list")
-    return v
-
-
-def _numbers(ex: dict, key: str, dtype: type, fail) -> np.ndarray:
-    v = ex[key]
-    want = "int64_list" if np.dtype(dtype).kind == "i" else "float_list"
-    if isinstance(v, list):
-        if not v:  # an empty Feature: no list set
-            return np.zeros(0, dtype)
-        raise fail(key, f"expected a {want}, got a bytes_list")
-    if (v.dtype.kind == "i") != (np.dtype(dtype).kind == "i"):
-        raise fail(key, f"expected a {want}, got a {v.dtype} list")
-    return v.astype(dtype, copy=False)
-
-
-def _scalar(ex: dict, key: str, dtype: type, fail) -> Any:
-    v = _numbers(ex, key, dtype, fail)
-    if v.shape != (1,):
-        raise fail(key, f"expected exactly 1 value, got {v.shape[0]}")
-    return v[0]
-
-
-def _gray(frame: np.ndarray, uri: str, offset: int) -> np.ndarray:
-    if frame.ndim == 3 and frame.shape[-1] == 1:
-        frame = frame[..., 0]
-    if frame.ndim != 2:
-        raise SourceError(uri, f"expected a grayscale frame, got shape {frame.shape}",
-                          offset=offset)
-    return frame
-
-
-def _decode_frames(pngs: list[bytes], uri: str, offset: int, key: str) -> np.ndarray:
-    frames = [_gray(decode_image(png, uri, key=f"{key}[{i}]", offset=offset), uri, offset)
-              for i, png in enumerate(pngs)]
-    if not frames:
-        raise SourceError(uri, "episode has no frames", offset=offset, key=key)
-    shape = frames[0].shape
-    for i, f in enumerate(frames):
-        if f.shape != shape:
-            raise SourceError(uri, f"frame shape {f.shape} differs from the first frame's "
-                              f"{shape}", offset=offset, key=f"{key}[{i}]")
-    return np.stack(frames)
-
-
-def _transition_id(ex: dict, uri: str, offset: int) -> int:
-    def fail(key: str, reason: str) -> SourceError:
-        return SourceError(uri, reason, offset=offset, key=key)
-
-    for key in TRANSITION_KEYS:
-        if key not in ex:
-            raise fail(key, f"missing feature (the transition layout needs "
-                            f"{', '.join(TRANSITION_KEYS)})")
-    return int(_scalar(ex, "episode_id", np.int64, fail)) & 0xFFFFFFFFFFFFFFFF  # as uint64
-
-
-class _BlobKeys:
-    """A frame stack's key from its PNG bytes: no decoding, exact for a deterministic encoder."""
-
-    def stack(self, pngs: list[bytes], uri: str, offset: int, key: str) -> bytes:
-        h = hashlib.blake2b(digest_size=16)
-        for png in pngs:
-            h.update(len(png).to_bytes(8, "little"))
-            h.update(png)
-        return h.digest()
-
-
-class _PixelKeys(_BlobKeys):
-    """A frame stack's key from decoded pixels; each distinct PNG blob is decoded once."""
-
-    def __init__(self) -> None:
-        self._cache: dict[bytes, bytes] = {}
-
-    def stack(self, pngs: list[bytes], uri: str, offset: int, key: str) -> bytes:
-        h = hashlib.blake2b(digest_size=16)
-        for i, png in enumerate(pngs):
-            digest = self._cache.get(png)
-            if digest is None:
-                frame = _gray(decode_image(png, uri, key=f"{key}[{i}]", offset=offset), uri,
-                              offset)
-                digest = hashlib.blake2b(frame.tobytes(), digest_size=16,
-                                         person=str(frame.shape).encode()[:16]).digest()
-                self._cache[png] = digest
-            h.update(digest)
-        return h.digest()
-
-
-class _Pending:
-    """The transitions of one episode as read (any order), with what ordering needs."""
-
-    __slots__ = ("positions", "src", "dst", "actions", "rewards", "discounts", "returns",
-                 "frames", "frame_uri", "frame_offset", "broken")
-
-    def __init__(self) -> None:
-        self.positions: list[tuple[int, int]] = []
-        self.src: list[bytes] = []
-        self.dst: list[bytes] = []
-        self.actions: list[int] = []
-        self.rewards: list[float] = []
-        self.discounts: list[float] = []
-        self.returns: list[float] = []
-        self.frames: list[bytes] = []
-        self.frame_uri: list[str] = []
-        self.frame_offset: list[int] = []
-        self.broken: list[str] = []
-
-    def add(self, ex: dict, keys: _BlobKeys, uri: str, offset: int,
-            position: tuple[int, int]) -> None:
-        def fail(key: str, reason: str) -> SourceError:
-            return SourceError(uri, reason, offset=offset, key=key)
-
-        o_t, o_tp1 = _bytes_list(ex, "o_t", fail), _bytes_list(ex, "o_tp1", fail)
-        for key, stack in (("o_t", o_t), ("o_tp1", o_tp1)):
-            if len(stack) != STACK:
-                raise fail(key, f"expected {STACK} PNG frames, got {len(stack)}")
-        a_t = int(_scalar(ex, "a_t", np.int64, fail))
-        a_tp1 = int(_scalar(ex, "a_tp1", np.int64, fail))
-        r_t = float(_scalar(ex, "r_t", np.float32, fail))
-        d_t = float(_scalar(ex, "d_t", np.float32, fail))
-        src = keys.stack(o_t, uri, offset, "o_t") + a_t.to_bytes(8, "little", signed=True)
-        dst = keys.stack(o_tp1, uri, offset, "o_tp1") + a_tp1.to_bytes(8, "little", signed=True)
-        self.positions.append(position)
-        self.src.append(src)
-        self.dst.append(dst)
-        self.actions.append(a_t)
-        self.rewards.append(r_t)
-        self.discounts.append(d_t)
-        if "episode_return" in ex and not isinstance(ex["episode_return"], list):
-            self.returns.extend(float(x) for x in ex["episode_return"][:1])
-        self.frames.append(o_t[-1])
-        self.frame_uri.append(uri)
-        self.frame_offset.append(offset)
-
-
-def euler_order(src: list[bytes], dst: list[bytes]) -> list[int] | str:
-    """Edge indices in walk order (edge i goes from node src[i] to node dst[i]), or why not.
-
-    Hierholzer's algorithm: it follows edges until stuck and splices the loops it skipped back in,
-    so recurring nodes (repeated stacks) cost nothing. Among equal choices the edge read first is
-    taken first, so the result is deterministic.
-    """
-    n = len(src)
-    if n == 0:
-        return "no transitions"
-    out_edges: dict[bytes, list[int]] = collections.defaultdict(list)
-    indegree: collections.Counter[bytes] = collections.Counter(dst)
-    for i, u in enumerate(src):
-        out_edges[u].append(i)
-    starts = [u for u, edges in out_edges.items() if len(edges) - indegree[u] == 1]
-    if len(starts) != 1:
-        return (f"expected exactly one first transition (a stack no other transition leads to), "
-                f"found {len(starts)}: transitions missing or duplicated")
-    for edges in out_edges.values():
-        edges.reverse()  # pop() then yields the earliest-read edge first
-    stack: list[tuple[bytes, int]] = [(starts[0], -1)]
-    path: list[int] = []
-    while stack:
-        node, edge = stack[-1]
-        edges = out_edges.get(node)
-        if edges:
-            i = edges.pop()
-            stack.append((dst[i], i))
-        else:
-            stack.pop()
-            if edge >= 0:
-                path.append(edge)
-    path.reverse()
-    if len(path) != n or any(dst[a] != src[b] for a, b in zip(path, path[1:], strict=False)):
-        return (f"only {len(path)} of {n} transitions link into one chain from the first one: "
-                "transitions missing or duplicated")
-    return path
