@@ -13,6 +13,7 @@ a tiny ``--shard_bytes`` gives several shards per format, so a fault can land be
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -83,9 +84,10 @@ def _assert_unfinished(out: Path, reference: dict[str, str]) -> list[str]:
 
 def test_worker_exception_mid_shard(corpus: dict, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch):
-    import trajcorpus.shards.writer as writer
+    from trajcorpus.shards import codecs
 
-    real = writer.write_tar
+    tar = codecs.get_codec("webdataset")  # the writer calls the registered codec's write
+    real = tar.write
     calls = []
 
     def failing_write_tar(rows, sink):  # the second tar shard dies after its first bytes
@@ -95,25 +97,27 @@ def test_worker_exception_mid_shard(corpus: dict, tmp_path: Path,
             raise RuntimeError("injected writer failure")
         return real(rows, sink)
 
-    monkeypatch.setattr(writer, "write_tar", failing_write_tar)
+    monkeypatch.setitem(codecs._REGISTRY, "webdataset",
+                        dataclasses.replace(tar, write=failing_write_tar))
     out = tmp_path / "out"
     with pytest.raises(TrajcorpusError, match="injected writer failure"):
         _run(corpus["catalog"], out)
     assert len(calls) == 2
     assert _assert_unfinished(out, corpus["tree"]) == []  # the failed temp file was removed
 
-    monkeypatch.setattr(writer, "write_tar", real)
+    monkeypatch.setitem(codecs._REGISTRY, "webdataset", tar)
     _run(corpus["catalog"], out)
     assert _tree(out) == corpus["tree"]
     assert verify_output(str(out)).ok
 
 
 KILLED_JOB = """
-import sys, time
-import trajcorpus.shards.writer as writer
+import dataclasses, sys, time
 from trajcorpus.pipelines import run_job
+from trajcorpus.shards import codecs
 
-real = writer.write_parquet
+parquet = codecs.get_codec("parquet")  # the writer calls the registered codec's write
+real = parquet.write
 
 def slow_write_parquet(rows, sink):  # writes the shard, then hangs before it is renamed
     n = real(rows, sink)
@@ -122,7 +126,7 @@ def slow_write_parquet(rows, sink):  # writes the shard, then hangs before it is
     time.sleep(120)
     return n
 
-writer.write_parquet = slow_write_parquet
+codecs._REGISTRY["parquet"] = dataclasses.replace(parquet, write=slow_write_parquet)
 run_job(catalog=sys.argv[1], dataset=sys.argv[2], output=sys.argv[3], seed=3, fmt="both",
         progress=False, beam_args=sys.argv[4:])
 """
