@@ -38,6 +38,7 @@ KIND_FORMATS: dict[str, str] = {
     "img2dataset": "img2dataset WebDataset tar shards (image + `.txt` caption + `.json` status)",
     "hf-image-parquet": "Hugging Face Parquet: `Image` feature bytes + caption column",
     "rlds": "RLDS (TFDS layout): TFRecord files of serialized episodes with nested steps",
+    "lerobot": "LeRobot dataset (v2.1/v3.0): Parquet rows + MP4 camera videos or PNG images",
 }
 _SHOWN_INFO_KEYS = frozenset({
     "catalog_entry", "entry", "catalog", "dataset", "command", "seed", "code_version", "version",
