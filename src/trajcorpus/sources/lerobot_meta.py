@@ -116,15 +116,17 @@ def _check_template(template: str, allowed: set[str], uri: str, key: str) -> Non
                               f"{sorted(allowed)}", key=key)
 
 
-def format_path(template: str, where: str, **fields: Any) -> str:
-    """A data/video path from its template; refused unless a plain path below the root."""
+def format_path(template: str, where: str, key: str, **fields: Any) -> str:
+    """A data/video path from its template (info.json ``key``); refused unless a plain path
+    below the root. ``where`` names the file whose values filled it."""
     try:
         path = template.format(**fields)
     except (ValueError, KeyError, IndexError) as e:
-        raise SourceError(where, f"cannot fill path template {template!r}: {one_line(e)}") \
-            from None
+        raise SourceError(where, f"cannot fill info.json {key} {template!r}: {one_line(e)}",
+                          key=key) from None
     if not safe_relative_name(path):
-        raise SourceError(where, f"path {path!r} leaves the dataset folder")
+        raise SourceError(where, f"info.json {key} gives {path!r}, which leaves the dataset "
+                          "folder", key=key)
     return path
 
 
@@ -228,7 +230,8 @@ def episode_places_v30(root: str, uri: str, info: Info, cameras: list[str]) -> l
                 != ints["length"][i]:
             raise SourceError(uri, f"episode {ep}: dataset_to_index - dataset_from_index "
                               f"differs from length {ints['length'][i]}", key="length")
-        data = format_path(info.data_path, uri, chunk_index=int(ints["data/chunk_index"][i]),
+        data = format_path(info.data_path, uri, "data_path",
+                           chunk_index=int(ints["data/chunk_index"][i]),
                            file_index=int(ints["data/file_index"][i]))
         vids = []
         for k in video:
@@ -236,7 +239,7 @@ def episode_places_v30(root: str, uri: str, info: Info, cameras: list[str]) -> l
             if hi < lo or lo < 0:
                 raise SourceError(uri, f"episode {ep}: bad time span [{lo}, {hi})",
                                   key=f"videos/{k}/from_timestamp")
-            path = format_path(info.video_path or "", uri, video_key=k,
+            path = format_path(info.video_path or "", uri, "video_path", video_key=k,
                                chunk_index=int(ints[f"videos/{k}/chunk_index"][i]),
                                file_index=int(ints[f"videos/{k}/file_index"][i]))
             vids.append((k, path, float(lo), float(hi)))
@@ -255,8 +258,10 @@ def episode_places_v21(root: str, info: Info, cameras: list[str]) -> list[Place]
     places = []
     for line in _jsonl(uri, _EpisodeLine, "episodes line"):
         ep, chunk = line.episode_index, line.episode_index // info.chunks_size
-        data = format_path(info.data_path, uri, episode_chunk=chunk, episode_index=ep)
-        vids = tuple((k, format_path(info.video_path or "", uri, video_key=k, episode_chunk=chunk,
-                                     episode_index=ep), 0.0, None) for k in video)
+        data = format_path(info.data_path, uri, "data_path", episode_chunk=chunk,
+                           episode_index=ep)
+        vids = tuple((k, format_path(info.video_path or "", uri, "video_path", video_key=k,
+                                     episode_chunk=chunk, episode_index=ep), 0.0, None)
+                     for k in video)
         places.append(Place(ep, line.length, data, None, vids, tuple(line.tasks)))
     return places

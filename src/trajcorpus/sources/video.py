@@ -74,7 +74,7 @@ class VideoReader:
             raise VideoError(uri, "missing video file") from None
         except (av.FFmpegError, OSError, ValueError) as e:
             self.close()
-            raise VideoError(uri, f"cannot open video: {one_line(e)}") from None
+            raise VideoError(uri, f"cannot open video: {_reason(e)}") from None
         if not self._container.streams.video:
             self.close()
             raise VideoError(uri, "no video stream in the file")
@@ -124,7 +124,7 @@ class VideoReader:
                     return
                 yield t, frame.to_ndarray(format="rgb24")
         except av.FFmpegError as e:
-            raise VideoError(self.uri, f"cannot decode: {one_line(e)}") from None
+            raise VideoError(self.uri, f"cannot decode: {_reason(e)}") from None
 
     def frames_at(self, times: np.ndarray, tolerance: float,
                   span: tuple[float, float | None] | None = None,
@@ -166,10 +166,17 @@ class VideoReader:
         missing = np.flatnonzero(best > tolerance + EPSILON)
         if missing.size or out is None:
             i = int(missing[0]) if missing.size else 0
-            ends = f"the last frame is at {last:.4f}s" if last is not None else "no frame decoded"
+            ends = (f"the last frame is at {last:.4f}s" if last is not None else
+                    f"the video ends at {self.info.duration:.4f}s" if self.info.duration
+                    else "no frame decoded")
             raise VideoError(self.uri, f"no frame within {tolerance:.4f}s of {times[i]:.4f}s "
                              f"(row {i} of {times.size}; {ends})", key=key)
         return out, presented
+
+
+def _reason(e: BaseException) -> str:
+    """FFmpeg's own words without the errno and the file name PyAV appends."""
+    return one_line(getattr(e, "strerror", None) or e)
 
 
 def open_video(uri: str) -> VideoReader:
