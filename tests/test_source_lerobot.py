@@ -279,3 +279,17 @@ def test_run_demo_lerobot_writes_text_images_continuous_and_actions(tmp_path, ca
     audit = json.loads((out / "audit/demo-lerobot.json").read_text())
     (rec,) = audit.values()
     assert rec["read"] == rec["kept"] == 6 and rec["window"] is None
+
+
+def test_one_reader_serves_spans_in_any_order(fixtures):
+    """Readers keep a shared file open across episodes; going back must give the same frames."""
+    path = str(root(fixtures, "v30_av1") / FRONT)
+    with open_video(path) as video:
+        later = [f for _, f in video.frames(64 / 30, None)]
+        first = [f for _, f in video.frames(0, 24 / 30)]
+        again = [f for _, f in video.frames(64 / 30, None)]
+    with open_video(path) as fresh:
+        want = [f for _, f in fresh.frames(0, 24 / 30)]
+    assert len(first) == 24 and len(later) == 17
+    assert all(np.array_equal(a, b) for a, b in zip(first, want, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(later, again, strict=True))

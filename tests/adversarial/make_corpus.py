@@ -1937,6 +1937,18 @@ def _(fx: Path, out: Path) -> Built:
     return _lerobot(fx, out, "v21_video", edit)
 
 
+@case("lerobot-truncated-shared-video", "lerobot", "quarantine",
+      r"file-000\.mp4 \[observation\.images\.front, episode 1\]: cannot decode: Invalid data",
+      survivors=1)
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v3.0: the front camera's file (3 episodes back to back) is cut at 60%"""
+    def edit(root: Path) -> None:
+        path = root / "videos/observation.images.front/chunk-000/file-000.mp4"
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 6 // 10])
+    return _lerobot(fx, out, "v30_av1", edit)
+
+
 @case("lerobot-timestamps-beyond-video", "lerobot", "quarantine",
       r"file-000\.mp4 \[observation\.images\.front, episode 2\]: no frame within 0\.0167s of "
       r"7\.\d+s \(row 0 of 17; the video ends at 2\.7000s\)", survivors=2)

@@ -5,7 +5,7 @@ needed. The API is small on purpose:
 
 * :func:`open_video` opens a local, ``gs://`` or ``hf://`` file (through :mod:`trajcorpus.fs`)
   as a :class:`VideoReader` (a context manager).
-* :meth:`VideoReader.frames` seeks to the keyframe at or before ``start`` and yields
+* :meth:`VideoReader.frames` (callable again on the same reader, any order) seeks to the keyframe at or before ``start`` and yields
   ``(time, HxWx3 uint8 RGB)`` for the frames presented in ``[start, end)``, in presentation
   order (B-frames are reordered by the decoder; frames are never counted in decode order).
 * :meth:`VideoReader.frames_at` returns the frames for given row timestamps: each row gets the
@@ -63,6 +63,7 @@ class VideoReader:
         self.uri = uri
         self._av = av
         self._file: IO[bytes] | None = None
+        self._used = False
         try:
             if fs.is_local(uri):
                 self._container = av.open(fs.local_path(uri), "r")
@@ -104,19 +105,21 @@ class VideoReader:
                 self._file.close()
             self._file = None
 
-    def frames(self, start: float = 0.0, end: float | None = None) -> Iterator[tuple[float,
-                                                                                     np.ndarray]]:
+    def frames(self, start: float = 0.0, end: float | None = None,
+               key: str | None = None) -> Iterator[tuple[float, np.ndarray]]:
         """``(time in seconds, HxWx3 uint8 RGB)`` for each frame presented in ``[start, end)``
         (``end`` None: to the end of the file), decoding from the keyframe at or before
-        ``start``."""
+        ``start``; ``key`` names the field in errors."""
         av, s = self._av, self._stream
         try:
-            if start > 0:
+            if start > 0 or self._used:  # a reused reader always seeks (and so flushes)
                 self._container.seek(max(0, int(start / self.info.time_base)), stream=s,
                                      backward=True, any_frame=False)
+            self._used = True
             for frame in self._container.decode(s):
                 if frame.pts is None:
-                    raise VideoError(self.uri, "a decoded frame has no presentation time")
+                    raise VideoError(self.uri, "a decoded frame has no presentation time",
+                                     key=key)
                 t = float(frame.pts * self.info.time_base)
                 if t < start - EPSILON:
                     continue
@@ -124,7 +127,7 @@ class VideoReader:
                     return
                 yield t, frame.to_ndarray(format="rgb24")
         except av.FFmpegError as e:
-            raise VideoError(self.uri, f"cannot decode: {_reason(e)}") from None
+            raise VideoError(self.uri, f"cannot decode: {_reason(e)}", key=key) from None
 
     def frames_at(self, times: np.ndarray, tolerance: float,
                   span: tuple[float, float | None] | None = None,
@@ -144,7 +147,8 @@ class VideoReader:
         best = np.full(times.size, np.inf)
         presented = 0
         last = None
-        for t, image in self.frames(min(lo, s_lo), None if s_hi is None else max(hi, s_hi)):
+        for t, image in self.frames(min(lo, s_lo), None if s_hi is None else max(hi, s_hi),
+                                    key):
             last = t
             if t >= s_lo - EPSILON and (s_hi is None or t < s_hi - EPSILON):
                 presented += 1
