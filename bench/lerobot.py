@@ -12,7 +12,8 @@ temporary folder (never committed), with the fixture generator's synthetic frame
 Measured in one run, each in a fresh child process (its own peak RSS, ``VmHWM``):
 
 1. bare PyAV: ``for frame in container.decode(video=0): frame.to_ndarray(format="rgb24")`` over
-   the dataset's video file(s): the decode ceiling;
+   the dataset's video file(s): the decode ceiling; and the same loop keeping each episode's
+   frames in one new array (the memory any reader of whole episodes must fill);
 2. the reader (``LeRobotSource.read_unit`` over every unit: Parquet rows, video frames matched to
    rows, validated Episodes);
 3. lerobot's ``LeRobotDataset`` indexed frame by frame (``ds[i]`` for every i), in the side venv.
@@ -101,7 +102,32 @@ def bare_pyav(root: str) -> None:
                       "peak_rss_mb": peak_rss_mb()}))
 
 
+def bare_pyav_keep(root: str, length: int) -> None:
+    """The bare loop, keeping each episode's frames in one [length, H, W, 3] array (a new one
+    per episode, as any reader that hands out whole episodes must): the first-touch cost of
+    that memory is the difference to the loop that throws frames away."""
+    import av
+    import numpy as np
+
+    files = sorted(str(p) for p in Path(root, "videos").rglob("*.mp4"))
+    t = time.perf_counter()
+    n = 0
+    out = None
+    for path in files:
+        with av.open(path) as container:
+            for frame in container.decode(video=0):
+                image = frame.to_ndarray(format="rgb24")
+                if n % length == 0:
+                    out = np.empty((length, *image.shape), np.uint8)
+                out[n % length] = image
+                n += 1
+    print(json.dumps({"seconds": time.perf_counter() - t, "frames": n,
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
 def reader(root: str) -> None:
+    import pandas  # noqa: F401  (pyarrow's to_numpy imports it once per process: not timed)
+
     from trajcorpus.schemas.episode import Rejected
     from trajcorpus.sources import open_source
 
@@ -124,7 +150,7 @@ def reader(root: str) -> None:
 
 
 CHILDREN = {"write": write_dataset, "lerobot": lerobot_baseline, "bare": bare_pyav,
-            "reader": reader}
+            "bare_keep": bare_pyav_keep, "reader": reader}
 
 
 def child(python: str, what: str, *args: object) -> dict:
@@ -162,6 +188,7 @@ def main() -> None:
             print(f"wrote {name}: {episodes} x {length} frames {h}x{w} in "
                   f"{time.perf_counter() - t:.0f} s", flush=True)
         r = {"bare": child(sys.executable, "bare", root),
+             "bare_keep": child(sys.executable, "bare_keep", root, length),
              "reader": child(sys.executable, "reader", root)}
         if name == "base":
             r["lerobot"] = child(args.side_python, "lerobot", root)
@@ -171,7 +198,9 @@ def main() -> None:
                   f"{v['frames'] / v['seconds']:8.0f} frames/s  peak RSS "
                   f"{v['peak_rss_mb']:7.1f} MB", flush=True)
         print(f"{name:5} reader / bare PyAV: "
-              f"{r['bare']['seconds'] / r['reader']['seconds']:.2f}x", flush=True)
+              f"{r['bare']['seconds'] / r['reader']['seconds']:.2f}x; reader / bare PyAV "
+              f"keeping episodes: {r['bare_keep']['seconds'] / r['reader']['seconds']:.2f}x",
+              flush=True)
         if "lerobot" in r:
             print(f"{name:5} reader vs LeRobotDataset frame by frame: "
                   f"{r['lerobot']['seconds'] / r['reader']['seconds']:.1f}x faster", flush=True)

@@ -293,3 +293,24 @@ def test_one_reader_serves_spans_in_any_order(fixtures):
     assert len(first) == 24 and len(later) == 17
     assert all(np.array_equal(a, b) for a, b in zip(first, want, strict=True))
     assert all(np.array_equal(a, b) for a, b in zip(later, again, strict=True))
+
+
+def test_a_unit_holds_one_episode_at_a_time(fixtures):
+    """While the next episode is built, the reader no longer references the last one (peak
+    memory = one episode's frames plus the decoder; bench/lerobot.py measures it)."""
+    import gc
+    import weakref
+
+    src = open_source("lerobot", str(root(fixtures, "v30_av1")))
+    refs: list = []
+    real = src._episode
+
+    def spy(*args):
+        gc.collect()
+        assert all(r() is None for r in refs), "the previous episode is still referenced"
+        return real(*args)
+    src._episode = spy
+    for ep in src.read_unit(src.units()[0]):
+        refs.append(weakref.ref(ep))
+        del ep
+    assert len(refs) == 3

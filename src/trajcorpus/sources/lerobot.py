@@ -172,6 +172,7 @@ class LeRobotSource(Source):
                     continue
                 yield self.checked(episode, f"{fs.join(self.uri, place.data_file)} "
                                    f"[episode {place.episode_index}]")
+                del episode  # memory: one episode at a time, not this one and the next
         finally:
             data.close()
             videos.close()
