@@ -77,11 +77,12 @@ def lerobot_baseline(root: str) -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     ds = LeRobotDataset("bench/so101", root=root)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     n = len(ds)
     for i in range(n):
         ds[i]
-    print(json.dumps({"seconds": time.perf_counter() - t, "frames": n,
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c,
+                      "frames": n,
                       "backend": getattr(ds, "_video_backend", "?"), "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -91,14 +92,15 @@ def bare_pyav(root: str) -> None:
     import av
 
     files = sorted(str(p) for p in Path(root, "videos").rglob("*.mp4"))
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     n = 0
     for path in files:
         with av.open(path) as container:
             for frame in container.decode(video=0):
                 frame.to_ndarray(format="rgb24")
                 n += 1
-    print(json.dumps({"seconds": time.perf_counter() - t, "frames": n,
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c,
+                      "frames": n,
                       "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -110,7 +112,7 @@ def bare_pyav_keep(root: str, length: int) -> None:
     import numpy as np
 
     files = sorted(str(p) for p in Path(root, "videos").rglob("*.mp4"))
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     n = 0
     out = None
     for path in files:
@@ -121,7 +123,8 @@ def bare_pyav_keep(root: str, length: int) -> None:
                     out = np.empty((length, *image.shape), np.uint8)
                 out[n % length] = image
                 n += 1
-    print(json.dumps({"seconds": time.perf_counter() - t, "frames": n,
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c,
+                      "frames": n,
                       "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -134,7 +137,7 @@ def reader(root: str) -> None:
     src = open_source("lerobot", root)
     units = src.units()
     base = peak_rss_mb()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     n = episodes = biggest = 0
     for unit in units:
         for ep in src.read_unit(unit):
@@ -144,7 +147,8 @@ def reader(root: str) -> None:
             biggest = max(biggest, sum(x.nbytes for x in ep.observations.values()
                                        if x.dtype != object))
             del ep
-    print(json.dumps({"seconds": time.perf_counter() - t, "frames": n, "episodes": episodes,
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c,
+                      "frames": n, "episodes": episodes,
                       "units": len(units), "peak_rss_mb": peak_rss_mb(),
                       "rss_after_imports_mb": base, "largest_episode_mb": biggest / 2**20}))
 
@@ -194,13 +198,18 @@ def main() -> None:
             r["lerobot"] = child(args.side_python, "lerobot", root)
         results[name] = r
         for k, v in r.items():
-            print(f"{name:5} {k:8} {v['frames']:6} frames {v['seconds']:8.2f} s "
-                  f"{v['frames'] / v['seconds']:8.0f} frames/s  peak RSS "
+            print(f"{name:5} {k:9} {v['frames']:6} frames {v['seconds']:8.2f} s wall "
+                  f"{v['cpu']:8.2f} s CPU {v['frames'] / v['seconds']:7.0f} frames/s  peak RSS "
                   f"{v['peak_rss_mb']:7.1f} MB", flush=True)
-        print(f"{name:5} reader / bare PyAV: "
-              f"{r['bare']['seconds'] / r['reader']['seconds']:.2f}x; reader / bare PyAV "
-              f"keeping episodes: {r['bare_keep']['seconds'] / r['reader']['seconds']:.2f}x",
-              flush=True)
+        for clock in ("seconds", "cpu"):
+            print(f"{name:5} speed ratio ({'wall' if clock == 'seconds' else 'CPU'}): reader / "
+                  f"bare PyAV {r['bare'][clock] / r['reader'][clock]:.2f}x; reader / bare "
+                  f"PyAV keeping episodes {r['bare_keep'][clock] / r['reader'][clock]:.2f}x",
+                  flush=True)
+        rd = r["reader"]
+        print(f"{name:5} reader peak RSS {rd['peak_rss_mb']:.0f} MB = largest episode "
+              f"{rd['largest_episode_mb']:.0f} MB + {rd['peak_rss_mb'] - rd['largest_episode_mb']:.0f}"
+              f" MB (after imports {rd['rss_after_imports_mb']:.0f} MB)", flush=True)
         if "lerobot" in r:
             print(f"{name:5} reader vs LeRobotDataset frame by frame: "
                   f"{r['lerobot']['seconds'] / r['reader']['seconds']:.1f}x faster", flush=True)

@@ -111,6 +111,7 @@ class VideoReader:
         (``end`` None: to the end of the file), decoding from the keyframe at or before
         ``start``; ``key`` names the field in errors."""
         av, s = self._av, self._stream
+        tb = float(self.info.time_base)  # pts * float: exact enough for half-frame matching
         try:
             if start > 0 or self._used:  # a reused reader always seeks (and so flushes)
                 self._container.seek(max(0, int(start / self.info.time_base)), stream=s,
@@ -120,7 +121,7 @@ class VideoReader:
                 if frame.pts is None:
                     raise VideoError(self.uri, "a decoded frame has no presentation time",
                                      key=key)
-                t = float(frame.pts * self.info.time_base)
+                t = frame.pts * tb
                 if t < start - EPSILON:
                     continue
                 if end is not None and t >= end - EPSILON:
