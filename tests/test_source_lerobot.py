@@ -314,3 +314,17 @@ def test_a_unit_holds_one_episode_at_a_time(fixtures):
         refs.append(weakref.ref(ep))
         del ep
     assert len(refs) == 3
+
+
+def test_a_rejected_episode_names_the_task_it_would_have_had(fixtures, tmp_path):
+    """The audit counts rejections per task: with task: "{instruction}" that is the episode's."""
+    import shutil
+
+    copy = tmp_path / "dataset"
+    shutil.copytree(root(fixtures, "v21_video"), copy)
+    (copy / "videos/chunk-000/observation.images.cam_high/episode_000001.mp4").unlink()
+    src = open_source("lerobot", str(copy), task_template="{instruction}")
+    out = list(src.read())
+    (bad,) = [r for r in out if not isinstance(r, Episode)]
+    assert bad.task == "transfer the cube to the other arm" and bad.kind == "episode"
+    assert [e.task for e in out if isinstance(e, Episode)] == ["insert the peg into the socket"] * 2

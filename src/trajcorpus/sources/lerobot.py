@@ -168,7 +168,9 @@ class LeRobotSource(Source):
                 try:
                     episode = self._episode(place, data, videos)
                 except TrajcorpusError as e:
-                    yield self.reject(e.where, e.reason, task=self.repo_id)
+                    # the task it would have had (its metadata's first task for {instruction})
+                    yield self.reject(e.where, e.reason, task=self.task_name(
+                        **self._fields(place, place.tasks[0] if place.tasks else "")))
                     continue
                 yield self.checked(episode, f"{fs.join(self.uri, place.data_file)} "
                                    f"[episode {place.episode_index}]")
@@ -228,13 +230,10 @@ class LeRobotSource(Source):
             flags = flag_array(_column(rows, "next.done", uri, key).reshape(n, -1)[:, 0], uri,
                                key="next.done", unit="row")
             done = bool(flags[-1])
-        fields = {"repo_id": self.repo_id, "robot_type": self.info.robot_type or "",
-                  "instruction": "" if instruction is None else str(instruction[0]),
-                  "episode_index": place.episode_index}
+        fields = self._fields(place, "" if instruction is None else str(instruction[0]))
         return Episode(
-            dataset=self.dataset, task=self.task_name(task=self.repo_id, agent=self._agent,
-                                                      **fields),
-            agent=self.agent_name(task=self.repo_id, agent=self._agent, **fields),
+            dataset=self.dataset, task=self.task_name(**fields),
+            agent=self.agent_name(**fields),
             episode_id=f"episode_{place.episode_index:06d}", order=(place.episode_index,),
             observations=observations, observation_kinds=kinds, actions=actions,
             action_kind=role, rewards=rewards, is_terminal=done, is_truncated=not done,
@@ -244,9 +243,11 @@ class LeRobotSource(Source):
                     "videos": {k: fs.join(self.uri, p) for k, p, _, _ in place.videos},
                     "rewards": reward_src, "names": names})
 
-    @property
-    def _agent(self) -> str:
-        return self.info.robot_type or self.repo_id
+    def _fields(self, place: Place, instruction: str) -> dict[str, object]:
+        """The naming template's fields for one episode."""
+        return {"task": self.repo_id, "agent": self.info.robot_type or self.repo_id,
+                "repo_id": self.repo_id, "robot_type": self.info.robot_type or "",
+                "instruction": instruction, "episode_index": place.episode_index}
 
     def _instruction(self, rows: pa.Table, uri: str, key: str) -> np.ndarray | None:
         index = _column(rows, "task_index", uri, key).astype(np.int64)
