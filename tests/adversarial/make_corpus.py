@@ -1851,6 +1851,171 @@ def _(fx: Path, out: Path) -> Built:
         "action", "{'descr': '<i4', 'fortran_order': False, 'shape': (2**70,), }"))
 
 
+# -- lerobot ---------------------------------------------------------------------------------
+
+LR_V21_VIDEO = "videos/chunk-000/observation.images.cam_high/episode_000001.mp4"
+LR_V30_EPISODES = "meta/episodes/chunk-000/file-000.parquet"
+
+
+def _lerobot(fx: Path, out: Path, name: str = "v30_av1",
+             edit: Callable[[Path], None] | None = None) -> Built:
+    """A copy of a lerobot-written fixture (tests/fixtures/lerobot/NAME/dataset), then ``edit``."""
+    root = out / "dataset"
+    shutil.copytree(fx / "lerobot" / name / "dataset", root)
+    if edit is not None:
+        edit(root)
+    return Built(str(root))
+
+
+def _lr_info(change: Callable[[dict], None], name: str = "v30_av1") -> Callable[[Path, Path],
+                                                                             Built]:
+    def build_(fx: Path, out: Path) -> Built:
+        def edit(root: Path) -> None:
+            info = json.loads((root / "meta/info.json").read_text())
+            change(info)
+            (root / "meta/info.json").write_text(json.dumps(info))
+        return _lerobot(fx, out, name, edit)
+    return build_
+
+
+def _lr_episodes_meta(change: Callable[[Any], Any]) -> Callable[[Path], None]:
+    """Rewrite v3.0 meta/episodes/chunk-000/file-000.parquet through a pyarrow Table edit."""
+    def edit(root: Path) -> None:
+        import pyarrow.parquet as pq
+
+        path = root / LR_V30_EPISODES
+        pq.write_table(change(pq.read_table(path)), path)
+    return edit
+
+
+def _lr_v21_lines(file: str, change: Callable[[dict], dict | None]) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        path = root / "meta" / file
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        kept = [r for r in (change(dict(r)) for r in rows) if r is not None]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return edit
+
+
+for _name, _what, _change, _pattern in (
+        ("lerobot-unknown-version", "lerobot: info.json codebase_version is v9.9",
+         lambda i: i.update(codebase_version="v9.9"),
+         r"meta/info\.json \[codebase_version\]: unsupported codebase_version 'v9\.9'"),
+        ("lerobot-info-features-list", "lerobot: info.json features is a list, not an object",
+         lambda i: i.update(features=list(i["features"])),
+         r"meta/info\.json \[features\]: Input should be a valid dictionary"),
+        ("lerobot-info-fps-string", "lerobot: info.json fps is the string \"30\"",
+         lambda i: i.update(fps="30"), r"meta/info\.json \[fps\]: Input should be a valid number"),
+        ("lerobot-data-path-escape", "lerobot: data_path climbs out of the dataset folder",
+         lambda i: i.update(data_path="../../{chunk_index:03d}/{file_index:03d}.parquet"),
+         r"file-000\.parquet \[data_path\]: info\.json data_path gives "
+         r"'\.\./\.\./000/000\.parquet', which leaves the dataset folder"),
+        ("lerobot-data-path-attribute", "lerobot: data_path reads an attribute of a field",
+         lambda i: i.update(data_path="data/{chunk_index.__class__}.parquet"),
+         r"meta/info\.json \[data_path\]: template field \{chunk_index\.__class__\} is not one"),
+        ("lerobot-camera-shape", "lerobot: a camera declared with shape [48, 64] (no channels)",
+         lambda i: i["features"]["observation.images.front"].update(shape=[48, 64]),
+         r"meta/info\.json \[features\.observation\.images\.front\.shape\]: camera shape")):
+    case(_name, "lerobot", "error", _pattern, what=_what)(_lr_info(_change))
+
+
+@case("lerobot-missing-video", "lerobot", "quarantine",
+      r"episode_000001\.mp4: missing video file", survivors=2)
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v2.1: episode 1's camera video is deleted"""
+    return _lerobot(fx, out, "v21_video", lambda root: (root / LR_V21_VIDEO).unlink())
+
+
+@case("lerobot-truncated-video", "lerobot", "quarantine",
+      r"episode_000001\.mp4: cannot open video: Invalid data found when processing input$",
+      survivors=2)
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v2.1: episode 1's video file is cut in half"""
+    def edit(root: Path) -> None:
+        data = (root / LR_V21_VIDEO).read_bytes()
+        (root / LR_V21_VIDEO).write_bytes(data[: len(data) // 2])
+    return _lerobot(fx, out, "v21_video", edit)
+
+
+@case("lerobot-truncated-shared-video", "lerobot", "quarantine",
+      r"file-000\.mp4 \[observation\.images\.front, episode 1\]: cannot decode: Invalid data",
+      survivors=1)
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v3.0: the front camera's file (3 episodes back to back) is cut at 60%"""
+    def edit(root: Path) -> None:
+        path = root / "videos/observation.images.front/chunk-000/file-000.mp4"
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 6 // 10])
+    return _lerobot(fx, out, "v30_av1", edit)
+
+
+@case("lerobot-timestamps-beyond-video", "lerobot", "quarantine",
+      r"file-000\.mp4 \[observation\.images\.front, episode 2\]: no frame within 0\.0167s of "
+      r"7\.\d+s \(row 0 of 17; the video ends at 2\.7000s\)", survivors=2)
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v3.0: episode 2's front-camera time span starts 5 s after the video ends"""
+    def change(table: Any) -> Any:
+        for col in ("from_timestamp", "to_timestamp"):
+            name = f"videos/observation.images.front/{col}"
+            values = table.column(name).to_pylist()
+            values[2] += 5.0
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     __import__("pyarrow").array(values))
+        return table
+    return _lerobot(fx, out, "v30_av1", _lr_episodes_meta(change))
+
+
+@case("lerobot-more-frames-than-rows", "lerobot", "quarantine",
+      r"episode_000001\.mp4 \[observation\.images\.cam_high, episode 1\]: 30 frames in the file "
+      r"but the episode has 25 rows", survivors=2)
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v2.1: episode 1's rows (and length) cut to 25; its video still holds 30 frames"""
+    def edit(root: Path) -> None:
+        import pyarrow.parquet as pq
+
+        path = root / "data/chunk-000/episode_000001.parquet"
+        pq.write_table(pq.read_table(path).slice(0, 25), path)
+        _lr_v21_lines("episodes.jsonl", lambda r: {**r, "length": 25}
+                      if r["episode_index"] == 1 else r)(root)
+    return _lerobot(fx, out, "v21_video", edit)
+
+
+@case("lerobot-rows-vs-length", "lerobot", "quarantine",
+      r"episode_000001\.parquet \[episode 1\]: 30 rows but the episode metadata says length 31",
+      survivors=2)
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v2.1: episodes.jsonl says episode 1 has 31 frames; its file holds 30 rows"""
+    return _lerobot(fx, out, "v21_video", _lr_v21_lines(
+        "episodes.jsonl", lambda r: {**r, "length": 31} if r["episode_index"] == 1 else r))
+
+
+@case("lerobot-unknown-task-index", "lerobot", "quarantine",
+      r"episode_000001\.parquet \[episode 1\]: task_index 1 is not in the tasks table",
+      survivors=2)
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v2.1: tasks.jsonl lacks the task episode 1 uses"""
+    return _lerobot(fx, out, "v21_video", _lr_v21_lines(
+        "tasks.jsonl", lambda r: None if r["task_index"] == 1 else r))
+
+
+@case("lerobot-episodes-missing-column", "lerobot", "error",
+      r"meta/episodes/chunk-000/file-000\.parquet \[dataset_from_index\]: missing column")
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v3.0: the episode-metadata file has no dataset_from_index column"""
+    return _lerobot(fx, out, "v30_av1", _lr_episodes_meta(
+        lambda t: t.drop_columns(["dataset_from_index"])))
+
+
+@case("lerobot-state-width", "lerobot", "quarantine",
+      r"file-000\.parquet \[episode \d\]: column 'observation\.state' has 6 values per row, "
+      r"info\.json declares shape \[7\]", survivors=0)
+def _(fx: Path, out: Path) -> Built:
+    """lerobot v3.0: info.json declares observation.state of shape [7]; the rows hold 6"""
+    def change(info: dict) -> None:
+        info["features"]["observation.state"].update(shape=[7], names=None)
+    return _lr_info(change)(fx, out)
+
+
 def build_clean(kind: str, dest: Path, variant: str = "", fixtures: Path = FIXTURES) -> Built:
     """The trimmed good input that the cases of ``kind`` (and ``variant``) break, unbroken."""
     makers: dict[tuple[str, str], Callable[[Path, Path], Built]] = {
@@ -1858,6 +2023,8 @@ def build_clean(kind: str, dest: Path, variant: str = "", fixtures: Path = FIXTU
         ("minari", "arrow"): lambda fx, out: _minari(fx, out, "hopper/mixed-arrow-v0"),
         ("d4rl", ""): _d4rl, ("coco-captions", ""): _coco, ("img2dataset", ""): _i2d,
         ("hf-image-parquet", ""): _hf, ("dqn-replay", ""): _dqn,
+        ("lerobot", ""): _lerobot,
+        ("lerobot", "v21"): lambda fx, out: _lerobot(fx, out, "v21_video"),
     }
     dest.mkdir(parents=True, exist_ok=True)
     return makers[(kind, variant)](fixtures, dest)
@@ -1865,7 +2032,11 @@ def build_clean(kind: str, dest: Path, variant: str = "", fixtures: Path = FIXTU
 
 def variant_of(c: Case) -> str:
     """Which clean input a case starts from, when a kind has more than one."""
-    return "arrow" if c.name.startswith("minari-arrow") else ""
+    if c.name.startswith("minari-arrow"):
+        return "arrow"
+    v21 = ("lerobot-missing-video", "lerobot-truncated-video", "lerobot-more-frames-than-rows",
+           "lerobot-rows-vs-length", "lerobot-unknown-task-index")
+    return "v21" if c.name in v21 else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -268,7 +268,9 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
     if not dry_run:  # after the settings are known to be valid
         check_output(output, entry.id, overwrite)
     try:
-        units = source_spec.open_source().planned_units()
+        source = source_spec.open_source()
+        units = source.planned_units()
+        rewardless = source.rewardless()
     except TrajcorpusError:
         raise
     except Exception as e:
@@ -278,6 +280,9 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
         raise TrajcorpusError(uri, reason) from e
     if not units:
         raise TrajcorpusError(uri, "the source has no units of work")
+    if rewardless and entry.filter.enabled:  # a reader that knows its episodes have no rewards
+        raise TrajcorpusError(entry.id, f"{rewardless}: the best-return filter cannot rank its "
+                              "episodes; set filter: {enabled: false} in its catalog entry")
     spec = dataclasses.replace(source_spec, num_units=len(units),
                                references=task_references(source_spec.entry, entry.kind, units),
                                lineage_root=lineage_root(uri))

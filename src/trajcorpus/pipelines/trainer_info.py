@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import TrajcorpusError
 from ..schemas.stats import EXACT_LIMIT, KLL_K, QUANTILE_NAMES, QUANTILES, kll_rank_error
 from ..semantics import describe_task, rlds_descriptions
 
-__all__ = ["trainer_info", "statistics_method"]
+__all__ = ["trainer_info", "statistics_method", "source_names"]
 
 
 def statistics_method() -> dict:
@@ -25,6 +26,14 @@ def statistics_method() -> dict:
             "quantiles": dict(zip(QUANTILE_NAMES, QUANTILES, strict=True)),
             "quantile_definition": "smallest value whose inclusive rank is >= q",
             "exact_limit": EXACT_LIMIT, "kll_k": KLL_K, "kll_rank_error": kll_rank_error()}
+
+
+def source_names(spec: Any) -> dict[str, list[str]]:
+    """Field -> per-dimension names from a reader that knows them (``field_names()``, LeRobot)."""
+    try:
+        return spec.open_source().field_names()
+    except TrajcorpusError:
+        return {}
 
 
 def trainer_info(spec: Any, res: Mapping[str, Any], audit: Mapping[str, dict]) -> dict:
@@ -40,8 +49,9 @@ def trainer_info(spec: Any, res: Mapping[str, Any], audit: Mapping[str, dict]) -
                            "random": ref.get("random"), "expert": ref.get("expert"),
                            "expert_kind": ref.get("expert_kind"), "source": ref.get("source")}
     descriptions = rlds_descriptions(spec.uri) if spec.kind == "rlds" else {}
+    names = source_names(spec)
     semantics = {task: describe_task(spec.kind, task, raw[task]["schema"],
-                                     spec.entry.get("semantics"), descriptions)
+                                     spec.entry.get("semantics"), descriptions, names)
                  for task in sorted(raw)}
     return {"statistics": {"method": statistics_method(), "config": config["statistics"],
                            "tasks": {t: raw[t]["statistics"] for t in sorted(raw)}},

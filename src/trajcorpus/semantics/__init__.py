@@ -22,6 +22,7 @@ __all__ = ["describe_task", "rlds_descriptions", "task_references", "normalized_
            "atari_action_meanings", "mujoco_semantics"]
 
 _ALE = "Arcade Learning Environment minimal action set of the game (ALE common/Constants.h)"
+_SOURCE_NAMES = "the dataset's own per-dimension names (LeRobot meta/info.json features.names)"
 _GYM = "Gymnasium MuJoCo environment definition (joint order of the model; qpos[1:] then qvel)"
 
 
@@ -31,9 +32,11 @@ def _dims(shape: Any) -> int | None:
 
 def describe_task(kind: str, task: str, schema: Mapping[str, Mapping[str, Any]],
                   entry_semantics: Mapping[str, Any] | None = None,
-                  descriptions: Mapping[str, str] | None = None) -> dict[str, dict]:
+                  descriptions: Mapping[str, str] | None = None,
+                  source_names: Mapping[str, list[str]] | None = None) -> dict[str, dict]:
     """Field -> {"kind", "shape", "names", "units", "description", "representation", "source"}
-    for one task, ``schema`` being field -> {"kind", "shape"} as the job saw it."""
+    for one task, ``schema`` being field -> {"kind", "shape"} as the job saw it;
+    ``source_names``: per-dimension names the source's own metadata gives (LeRobot)."""
     catalog = (entry_semantics or {}).get("fields") or {}
     cat_source = (entry_semantics or {}).get("source") or "catalog.yaml semantics"
     from ..sources.base import get_source  # the kind says which environment names its fields
@@ -53,6 +56,8 @@ def describe_task(kind: str, task: str, schema: Mapping[str, Mapping[str, Any]],
                      units=list(given.get("units") or []) or None,
                      representation=given.get("representation"), source=cat_source)
             d["description"] = given.get("description") or d["description"]
+        elif (source_names or {}).get(field) and n == len(source_names[field]):
+            d.update(names=list(source_names[field]), source=_SOURCE_NAMES)
         elif field == "actions" and fkind == "discrete" and environment == "atari":
             meanings = atari_action_meanings(task)
             if meanings:

@@ -134,6 +134,17 @@ class Source(abc.ABC):
         over the catalog's; most formats declare none."""
         return {}
 
+    def rewardless(self) -> str | None:
+        """Why the best-return filter cannot rank this input's episodes (it stores no rewards:
+        LeRobot without ``next.reward``, VPT); None when it can. The job refuses at once to
+        filter such an input instead of keeping an arbitrary fraction."""
+        return None
+
+    def field_names(self) -> dict[str, list[str]]:
+        """Episode field -> per-dimension names from the input's own metadata (LeRobot's
+        ``names``), for the manifest's semantics; most formats have none."""
+        return {}
+
     # -- the contract -------------------------------------------------------------------------
     @abc.abstractmethod
     def units(self) -> list[Unit]:
