@@ -78,9 +78,10 @@ def assemble_images(patches: np.ndarray, positions: np.ndarray) -> list[np.ndarr
         rows, cols = positions[a:b, 0], positions[a:b, 1]
         gh, gw = int(rows.max()) + 1, int(cols.max()) + 1
         c = patches.shape[-1] if patches.ndim == 4 else 1
-        grid = np.zeros((gh, gw, PATCH, PATCH, c), dtype=np.uint8)
-        grid[rows, cols] = patches[a:b].reshape(b - a, PATCH, PATCH, c)
-        images.append(grid.transpose(0, 2, 1, 3, 4).reshape(gh * PATCH, gw * PATCH, c))
+        s = patches.shape[1] if patches.ndim == 4 else PATCH  # the scheme's patch size
+        grid = np.zeros((gh, gw, s, s, c), dtype=np.uint8)
+        grid[rows, cols] = patches[a:b].reshape(b - a, s, s, c)
+        images.append(grid.transpose(0, 2, 1, 3, 4).reshape(gh * s, gw * s, c))
     return images
 
 

@@ -17,6 +17,7 @@ manifest (last) and the dataset card.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from ..schemas.episode import Rejected
 from ..semantics import task_references
 from ..shards.layout import MIN_SHARD_BYTES, MIN_SHARDS, plan_num_shards
 from ..sources.base import Unit
+from ..tokenizers.schemes import scheme_of
 from . import audit as audit_mod
 from .filter import FilterResult, is_kept
 from .inputs import TMP_DIR, check_output, lineage_root, reader_options
@@ -98,7 +100,9 @@ class JobResult:
         return sum(int(a[key]) for a in self.audit.values())
 
     def tokens(self) -> dict[str, int]:
-        return {m: sum(a["tokens"][m] for a in self.audit.values()) for m in MODALITY_NAMES}
+        names = dict.fromkeys(m for a in self.audit.values() for m in a["tokens"])
+        return {m: sum(a["tokens"].get(m, 0) for a in self.audit.values())
+                for m in names or MODALITY_NAMES}
 
     def summary(self) -> str:
         if self.dry_run:
@@ -200,7 +204,8 @@ def make_spec(entry: DatasetEntry, uri: str, output: str, seed: int, fmt: str, n
         config=entry.id, kind=entry.kind, uri=uri,
         options=dict(entry.options if options is None else options),
         task_template=entry.task, agent_template=entry.agent, filter=entry.filter,
-        tokenize=entry.tokenize, sequence=entry.sequence, seed=int(seed), formats=FORMATS[fmt],
+        tokenize=entry.tokenize, sequence=scheme_of(entry.tokenize).sequence_settings(
+            entry.sequence), seed=int(seed), formats=FORMATS[fmt],
         output=output, tmp=fs.join(output, TMP_DIR, entry.id), shard_bytes=int(shard_bytes),
         min_shards=int(min_shards), num_units=num_units, progress=progress,
         entry=entry.model_dump(mode="json"), input=given or uri)
@@ -289,10 +294,10 @@ def build_pipeline(p: beam.Pipeline, spec: JobSpec, units: Sequence[Unit],
                | "GroupByTask" >> beam.GroupByKey()
                | "Filter" >> beam.MapTuple(lambda task, rows: filter_group(spec, task, rows)))
     thresholds = beam.pvalue.AsDict(
-        filters | "Thresholds" >> beam.MapTuple(lambda task, f: (task, f.threshold)))
+        filters | "Thresholds" >> beam.MapTuple(lambda task, f: (task, f.cut)))
 
     def kept(r, thr) -> bool:
-        return r.vl or is_kept(r.return_, thr.get(r.task))
+        return r.vl or is_kept(r.return_, thr.get(r.task), r.episode_id)
 
     candidates = beam.pvalue.AsDict(
         summaries
@@ -372,7 +377,8 @@ def _merge_stats(items) -> dict:
     for s in items:
         out["sequences"] += s["sequences"]
         out["prompted_sequences"] += s["prompted_sequences"]
-        out["tokens"] = [a + b for a, b in zip(out["tokens"], s["tokens"], strict=True)]
+        out["tokens"] = [a + b for a, b in itertools.zip_longest(  # MGDT counts 9 modalities
+            out["tokens"], s["tokens"], fillvalue=0)]
     return out
 
 
@@ -532,12 +538,13 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
     with fs.open_uri(res_uri, "rb") as f:
         res = json.load(f)
     filters = {t: FilterResult(**v) for t, v in res["filter"].items()}
-    audit = audit_mod.build_audit(filters, res["episodes"], res["rejected"], res["stats"])
+    audit = audit_mod.build_audit(filters, res["episodes"], res["rejected"], res["stats"],
+                                  scheme_of(spec.tokenize).modality_names)
     audit_mod.check_audit(spec.config, audit, res["episodes"])
 
     paths = audit_mod.audit_paths(spec.output, spec.config)
     fs.makedirs(fs.join(spec.output, "audit"))
-    thresholds = {t: f.threshold for t, f in filters.items()}
+    thresholds = {t: f.cut for t, f in filters.items()}
     kept = audit_mod.stitch_episodes(
         [spec.unit_file(u, "episodes.jsonl") for u in units], paths["episodes"], thresholds)
     for task, f in filters.items():
@@ -560,7 +567,8 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
         fs.rename(fs.join(spec.staging, staged), fs.join(spec.output, f["path"]))
     text_model = res.get("text_model") if res.get("text_model") is not None else None
     num_shards = len(files) // len(spec.formats)
-    info = {**_manifest_info(spec, text_model, num_shards), **trainer_info(spec, res, audit)}
+    info = {**_manifest_info(spec, text_model, num_shards), **trainer_info(spec, res, audit),
+            **scheme_of(spec.tokenize).manifest_record(spec.tokenize, spec.sequence, audit)}
     written = [parse_relpath(staged).index for staged, f in moves
                if f["format"] == spec.formats[0]]  # planned numbers, in final order
     info["index"] = merge_index(spec.staging, spec.output, spec.config, spec.split,

@@ -29,6 +29,7 @@ from ..semantics.reference import normalized_score
 from ..shards.layout import MIN_SHARDS
 from ..sources.base import Source, Unit
 from ..tokenizers.scheme import MODALITY_NAMES
+from ..tokenizers.schemes import scheme_of
 from ..tokenizers.tokenized import TokenizedEpisode
 from . import prompts
 from .atomic import atomic_open
@@ -229,10 +230,12 @@ class ReadUnit(beam.DoFn):
     def _tokenizer(self, text_model: dict | None):
         path = text_model["uri"] if text_model else None
         if path not in self._tokenizers:
-            from ..tokenizers import EpisodeTokenizer, TextTokenizer
+            from ..tokenizers import TextTokenizer
+            from ..tokenizers.schemes import scheme_of
 
             text = TextTokenizer.load(path) if path else None
-            self._tokenizers[path] = EpisodeTokenizer(self.spec.tokenize, text)
+            self._tokenizers[path] = scheme_of(self.spec.tokenize).tokenizer(self.spec.tokenize,
+                                                                             text)
         return self._tokenizers[path]
 
     def process(self, unit: Unit, text_model: dict | None = None) -> Iterator[Any]:
@@ -370,7 +373,10 @@ def filter_group(spec: JobSpec, task: str, rows: Iterable[EpisodeRow]) -> tuple[
     if any(r.vl for r in rows):
         settings = FilterSettings(enabled=False)
     result = filter_task(task, (r.summary(spec.config) for r in rows), settings)
-    if result.window is None:
+    if result.rule == "top_fraction":
+        say(spec, f"filter {task}: top {result.top_fraction:.4g} of N={result.episodes_total} by "
+            f"return: {result.kept} kept (threshold {result.threshold}), {result.filtered} filtered")
+    elif result.window is None:
         say(spec, f"filter {task}: off, {result.kept} kept")
     else:
         say(spec, f"filter {task}: N={result.episodes_total} W={result.window} best window at "
@@ -502,11 +508,12 @@ class WriteShard(beam.DoFn):
             ex = {"__key__": r.key, **arrays.as_dict(),
                   "meta": json.dumps(meta, sort_keys=True, separators=(",", ":"))}
             if stats is not None:
+                names = scheme_of(self.spec.tokenize).modality_names
                 s = stats.setdefault(r.task, {"sequences": 0, "prompted_sequences": 0,
-                                              "tokens": [0] * len(MODALITY_NAMES)})
+                                              "tokens": [0] * len(names)})
                 s["sequences"] += 1
                 s["prompted_sequences"] += pref is not None
-                counts = np.bincount(arrays.modality, minlength=len(MODALITY_NAMES))
+                counts = np.bincount(arrays.modality, minlength=len(names))
                 s["tokens"] = [a + int(b) for a, b in zip(s["tokens"], counts, strict=True)]
                 self.seq_ctr.inc()
                 self.prompt_ctr.inc(pref is not None)
