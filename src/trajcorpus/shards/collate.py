@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ShardError
-from ..tokenizers.images import normalize_patches
 from ..tokenizers.scheme import NO_POSITION, PAD_TOKEN
+from ..tokenizers.schemes import scheme_by_patch_size
 from .example import FIELD_DTYPES, SEQUENCE_FIELDS
 
 __all__ = ["collate", "SEQUENCE_PAD"]
@@ -41,7 +41,8 @@ def collate(examples: Sequence[dict], *, pad_patches_to: int | None = None,
     ``pad_patches_to`` fixes P (static shapes for JAX/XLA; an example with more patches is an
     error), else P is the batch maximum. ``channels`` fixes C; grayscale patches are repeated to
     3 channels when a batch mixes C=1 and C=3 domains (Atari with COCO). ``normalize`` applies
-    Gato's x / 255 * 2 - 1, / 4 (tokenizers.normalize_patches) and keeps padding at 0.
+    the patches' scheme's pixel scaling (Gato's x / 255 * 2 - 1, / 4 for 16x16 patches; MGDT's
+    x / 255 for 14x14 ones) and keeps padding at 0.
     """
     if not examples:
         raise ShardError("collate", "empty batch")
@@ -73,7 +74,7 @@ def collate(examples: Sequence[dict], *, pad_patches_to: int | None = None,
         position[i, :n] = ex["patch_position"]
         position[i, n:] = NO_POSITION
     if normalize:
-        patches = normalize_patches(patches)
+        patches = scheme_by_patch_size(ph).normalize_patches(patches)
         valid = np.arange(p)[None, :] < counts[:, None]
         patches[~valid] = 0.0
     batch["patches"] = patches

@@ -16,7 +16,8 @@ from .ale_actions import mapping_record, to_full_action_set
 from .scheme import MODALITY_NAMES as GATO_MODALITY_NAMES
 from .scheme import PATCH as GATO_PATCH
 
-__all__ = ["Scheme", "SCHEMES", "scheme_of", "PATCH_SIZES", "MAX_MODALITY"]
+__all__ = ["Scheme", "SCHEMES", "scheme_of", "scheme_by_patch_size", "PATCH_SIZES",
+           "MAX_MODALITY"]
 
 
 class _FullActionTokenizer:
@@ -37,6 +38,14 @@ class Scheme:
     patch_size: int
     modality_names: tuple[str, ...]
     full_action_set_default: bool
+
+    def normalize_patches(self, patches: Any) -> Any:
+        """The trainer-side pixel scaling of this scheme's patches (float32)."""
+        if self.name == "mgdt":
+            return mgdt.normalize_patches(patches)
+        from .images import normalize_patches
+
+        return normalize_patches(patches)
 
     def full_action_set(self, settings: TokenizeSettings) -> bool:
         if settings.full_action_set is None:
@@ -84,3 +93,11 @@ MAX_MODALITY = max(len(s.modality_names) for s in SCHEMES.values()) - 1
 
 def scheme_of(settings: TokenizeSettings) -> Scheme:
     return SCHEMES[settings.scheme]
+
+
+def scheme_by_patch_size(side: int) -> Scheme:
+    """The scheme whose shards hold ``side`` x ``side`` patches (each scheme has its own size)."""
+    for s in SCHEMES.values():
+        if s.patch_size == side:
+            return s
+    raise ValueError(f"no token scheme has {side}x{side} patches")
