@@ -92,6 +92,10 @@ def _episode_checks(cfg: ConfigInputs) -> list[Check]:
             miss_k.append(t)
         if a.threshold is not None:
             wrong = (e.returns >= a.threshold) != e.kept
+            if (cfg.entry.get("filter") or {}).get("rule") == "top_fraction":
+                # ties at the cut are split by episode id: only strict sides are determined
+                wrong = ((e.returns > a.threshold) & ~e.kept) | ((e.returns < a.threshold)
+                                                                 & e.kept)
             if wrong.any():
                 miss_thr.append(f"{t} ({int(wrong.sum())} episodes)")
         if a.filter_on and a.window and a.best_window_start is not None and \

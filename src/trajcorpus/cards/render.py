@@ -263,11 +263,20 @@ def _filter(m: CardModel) -> str:
             parts += ["The filter is **off** for this dataset (catalog `filter.enabled: false`, "
                       "e.g. image-caption data, which has no return): every read record is "
                       "kept.", ""]
+        top = flt.get("rule") == "top_fraction"
+        if top and flt.get("enabled", True):
+            parts += [f"This dataset uses the **top_fraction** rule (catalog `filter.rule: "
+                      f"top_fraction`, fraction {flt.get('top_fraction')}, MGDT's expert set): "
+                      "per task, the best ceil(fraction x N) episodes by return are kept, ties "
+                      "at the cut going to the smaller episode id; *threshold* is the last kept "
+                      "episode's return, and W, j and the expert return do not apply.", ""]
         rows = []
         for t, a in c.cfg.audit.items():
-            rows.append([f"`{t}`", a.episodes_total, a.window if a.filter_on else "off",
+            rows.append([f"`{t}`", a.episodes_total, a.window if a.filter_on else
+                         "top" if top and a.threshold is not None else "off",
                          a.best_window_start if a.filter_on else "", _num(a.expert_return)
-                         if a.filter_on else "", _num(a.threshold) if a.filter_on else "",
+                         if a.filter_on else "", _num(a.threshold) if a.threshold is not None
+                         else "",
                          a.read, a.rejected, a.filtered, a.kept,
                          _pct(a.kept, a.episodes_total)])
         if rows:

@@ -41,7 +41,13 @@ class FilterResult:
     threshold_episode_id: str | None = None
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The record (``FilterResult(**record)`` rebuilds it); Gato's rule omits the fields of
+        the other rules, so its record is the SPEC's."""
+        out = dataclasses.asdict(self)
+        if self.rule == "gato":
+            for name in ("rule", "top_fraction", "threshold_episode_id"):
+                del out[name]
+        return out
 
     @property
     def cut(self) -> float | tuple[float, str] | None:
