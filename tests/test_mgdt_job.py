@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from trajcorpus.pipelines.job import run_job
-from trajcorpus.shards import ShardDataset
+from trajcorpus.shards import ShardDataset, ShardStream
 from trajcorpus.shards.loaders import NumpyLoader
 from trajcorpus.tokenizers import mgdt
 
@@ -70,7 +70,19 @@ def test_mgdt_manifest_records_the_scheme_and_the_action_mapping(built):
                   key=lambda r: (-r["return"], r["episode_id"]))
     assert [r["kept"] for r in pong] == [True] * 4 + [False] * (len(pong) - 4)
     card = (out / "README.md").read_text()
-    assert "top_fraction" in card
+    assert "top_fraction" in card and "**FAIL**" not in card  # the card's own checks pass
+    assert "| action | return_to_go | reward | total |" in card
+    assert "`demo-dqn-replay-mgdt` use the Multi-Game Decision Transformer scheme" in card
+
+
+def test_card_decodes_mgdt_examples_into_whole_timesteps(built):
+    from trajcorpus.cards.decode import decode_example
+
+    _, out = built
+    ex = next(iter(ShardStream(ShardDataset(str(out), "demo-dqn-replay-mgdt"))))
+    dec = decode_example(ex)
+    assert len(dec.steps) == ex["patches"].shape[0] // 36
+    assert all(s.images[0].shape == (84, 84, 1) and len(s.actions) == 1 for s in dec.steps)
 
 
 def test_loaders_read_mgdt_shards(built):

@@ -35,7 +35,9 @@ def primary_files(cfg: ConfigInputs) -> list:
 
 def sequence_length(cfg: ConfigInputs) -> int | None:
     seq = cfg.entry.get("sequence") or {}
-    value = lookup(seq, "length") or lookup(cfg.info, "sequence_length", "length")
+    # the job's recorded L first: a scheme may derive it (MGDT: timesteps x 39), not the entry
+    value = lookup(cfg.info, "sequence_length") or lookup(seq, "length") or lookup(
+        cfg.info, "length")
     return int(value) if value is not None else None
 
 

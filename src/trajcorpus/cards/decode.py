@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShardError
+from ..tokenizers.mgdt import REWARD as MGDT_REWARD
 from ..tokenizers.scheme import CONTINUOUS_OFFSET, NUM_BINS, PATCH, Modality
 
 __all__ = ["DecodedStep", "DecodedSequence", "decode_example", "assemble_images",
@@ -99,7 +100,8 @@ def _step_starts(modality: np.ndarray, is_prompt: np.ndarray) -> np.ndarray:
     prev = np.concatenate([[-1], modality[:-1]])
     prev_prompt = np.concatenate([[is_prompt[0]], is_prompt[:-1]])
     new = prev == Modality.ACTION
-    new &= modality != Modality.ACTION
+    new &= (modality != Modality.ACTION) & (modality != MGDT_REWARD)
+    new |= (prev == MGDT_REWARD) & (modality != MGDT_REWARD)  # an MGDT step ends with its reward
     if not (modality == Modality.SEPARATOR).any():  # image-caption records: [image][caption]
         new |= (modality == Modality.IMAGE) & (prev == Modality.TEXT)
     new |= is_prompt != prev_prompt

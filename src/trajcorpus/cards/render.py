@@ -160,6 +160,23 @@ def _summary(m: CardModel) -> str:
     ])
 
 
+def _mgdt_layout(m: CardModel) -> str:
+    """The MGDT scheme's layout, for the configs that use it (nothing otherwise)."""
+    names = [c.cfg.name for c in m.configs
+             if ((c.cfg.entry.get("tokenize") or {}).get("scheme")) == "mgdt"]
+    if not names:
+        return ""
+    return ("\n\n" + ", ".join(f"`{n}`" for n in names) + " use the Multi-Game Decision "
+            "Transformer scheme instead (catalog `tokenize.scheme: mgdt`; docs/tokenization.md): "
+            "per timestep `[36 image patch slots][return-to-go][action][reward]` (39 tokens), "
+            "84x84 grayscale frames as 14x14 patches (`patches` is uint8 [P, 14, 14, 1]; "
+            "normalisation x / 255), return-to-go ids [0, 120) with modality 7, full-ALE-set "
+            "action ids [0, 18) with modality 6, reward ids 0 none / 1 positive / 3 negative with "
+            "modality 8; loss mask 1 at return-to-go, action and reward (the *target share* of the "
+            "token statistics counts these three); L = timesteps x 39, no prompts. The manifest's `tokenization` and `action_mapping` records hold the "
+            "details.")
+
+
 def _example_fields() -> str:
     rows = [
         ["tokens", "int32 [L]", "token ids; -1 at image-patch slots; 0 at padding"],
@@ -307,6 +324,10 @@ def _rejects(cfg: ConfigInputs) -> str:
     return "\n".join(lines)
 
 
+# modalities that carry loss: Gato's text and actions; MGDT's return-to-go, action and reward
+_TARGETS = ("text", "action", "return_to_go", "reward")
+
+
 def _tokens(m: CardModel) -> str:
     parts = [
         "## Token statistics", "",
@@ -320,21 +341,24 @@ def _tokens(m: CardModel) -> str:
     for c in m.configs:
         length = sequence_length(c.cfg)
         rows = []
+        # Gato's modality columns, plus any other scheme's codes the config has (MGDT's)
+        names = list(dict.fromkeys([*MODALITY_NAMES, *(n for a in c.cfg.audit.values()
+                                                        for n in a.tokens)]))
         for t, a in c.cfg.audit.items():
             total = sum(a.tokens.values())
             if not total and not a.sequences:
                 continue  # e.g. "(unattributed)": rejected inputs only, see Filter evidence
             content = total - a.tokens.get("pad", 0)
-            target = a.tokens.get("text", 0) + a.tokens.get("action", 0)
-            rows.append([f"`{t}`", *[a.tokens.get(n, 0) for n in MODALITY_NAMES], total,
+            target = sum(a.tokens.get(n, 0) for n in _TARGETS)
+            rows.append([f"`{t}`", *[a.tokens.get(n, 0) for n in names], total,
                          _pct(content, a.sequences * length) if length else "n/a",
                          _pct(target, total), a.sequences, a.prompted_sequences,
                          _pct(a.prompted_sequences, a.sequences)])
         parts += ["", f"### `{c.cfg.name}`", ""]
         if rows:
-            parts.append(_table(["task", *MODALITY_NAMES, "total", "fill", "target share",
+            parts.append(_table(["task", *names, "total", "fill", "target share",
                                  "sequences", "with prompt", "prompted share"], rows,
-                                ["---"] + ["--:"] * (len(MODALITY_NAMES) + 6)))
+                                ["---"] + ["--:"] * (len(names) + 6)))
         parts += ["", _scan_line(c.scan, length)]
         if c.token_plot:
             parts += ["", f"![Token mix by modality for {c.cfg.name}]({c.token_plot})"]
@@ -536,7 +560,7 @@ def _contents(sections: Sequence[str]) -> str:
 
 
 def render_body(m: CardModel) -> str:
-    sections = [_summary(m), _example_fields(), _sources(m), _settings(m), _filter(m),
+    sections = [_summary(m), _example_fields() + _mgdt_layout(m), _sources(m), _settings(m), _filter(m),
                 _tokens(m),
                 render_trainer_section([(c.cfg.name, c.cfg.info) for c in m.configs]),
                 _example(m), _files(m), _loading(m), _rebuild(m), _checks(m),
