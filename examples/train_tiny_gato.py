@@ -88,6 +88,8 @@ def split_episodes(out: str, holdout: float) -> tuple[dict, dict]:
     train, held = {}, {}
     for config in sorted(read_manifest(out).configs):
         ds = ShardDataset(out, config)
+        if ds.patch_size != 16:  # another token scheme's config (MGDT's 14x14): not Gato's
+            continue
         eps = sorted(set(ds.index().table.column("episode_id").to_pylist()))
         if len(eps) < 3:
             train[config] = ds

@@ -17,6 +17,7 @@ from trajcorpus.pipelines.filter import (
     filter_task,
     is_kept,
     threshold_for,
+    top_count,
     window_size,
 )
 from trajcorpus.schemas.catalog import FilterSettings
@@ -195,3 +196,42 @@ def test_a_single_episode_task_is_filtered_with_a_window_of_one() -> None:
                              "threshold": res.threshold, "kept": 1, "filtered": 0}
     off = filter_task("coco", _summaries([1.0]), FilterSettings(enabled=False))
     assert off.task == "coco" and off.to_json()["threshold"] is None
+
+
+# --- top_fraction (MGDT's expert set) ------------------------------------------------------------
+
+@pytest.mark.parametrize(("n", "fraction", "k"), [
+    (1, 0.1, 1), (5, 0.1, 1), (9, 0.1, 1), (10, 0.1, 1), (11, 0.1, 2), (30, 0.1, 3),
+    (38, 0.1, 4), (111, 0.1, 12), (100, 0.1, 10), (7, 1.0, 7), (3, 0.5, 2)])
+def test_top_fraction_keeps_exactly_ceil_of_the_fraction(n: int, fraction: float, k: int) -> None:
+    # ceil(fraction * N) in exact arithmetic: 0.1 * 30 keeps 3 (the float product is 3.0000000004)
+    assert top_count(n, fraction) == k
+    rng = random.Random(n)
+    returns = [float(rng.randint(-3, 3)) for _ in range(n)]  # many ties
+    summaries = _summaries(returns)
+    res = filter_task("t", summaries, FilterSettings(rule="top_fraction", top_fraction=fraction))
+    assert (res.kept, res.filtered, res.episodes_total) == (k, n - k, n)
+    kept = [s for s in summaries if is_kept(s.return_, res.cut, s.episode_id)]
+    assert len(kept) == k
+    # the kept ones are the best by return, ties at the cut going to the smaller episode id
+    ranked = sorted(summaries, key=lambda s: (-s.return_, s.episode_id))
+    assert {s.episode_id for s in kept} == {s.episode_id for s in ranked[:k]}
+    assert res.threshold == ranked[k - 1].return_
+    assert res.audit_extra() == {"rule": "top_fraction", "top_fraction": fraction,
+                                 "threshold_episode_id": ranked[k - 1].episode_id}
+
+
+def test_top_fraction_is_independent_of_input_order() -> None:
+    returns = [1.0, 5.0, 5.0, 5.0, 2.0, 5.0, 0.0, 3.0, 5.0, 4.0, 5.0, 1.0]
+    settings = FilterSettings(rule="top_fraction", top_fraction=0.25)
+    first = filter_task("t", _summaries(returns), settings)
+    shuffled = _summaries(returns)
+    random.Random(1).shuffle(shuffled)
+    assert filter_task("t", shuffled, settings) == first
+    assert first.kept == 3 and first.threshold == 5.0  # 3 of the six 5.0s, by episode id
+
+
+def test_gato_rule_audit_is_unchanged_by_the_new_fields() -> None:
+    res = filter_task("t", _summaries([1.0, 2.0, 3.0]), FilterSettings())
+    assert res.audit_extra() == {} and res.cut == res.threshold
+    assert is_kept(2.0, 2.0) and not is_kept(1.9, 2.0) and is_kept(-5.0, None)

@@ -36,7 +36,8 @@ def primary_files(cfg: ConfigInputs) -> list:
 
 def sequence_length(cfg: ConfigInputs) -> int | None:
     seq = cfg.entry.get("sequence") or {}
-    value = seq.get("length") or cfg.info.get("sequence_length")
+    # the job's recorded L first: a scheme may derive it (MGDT: timesteps x 39), not the entry
+    value = cfg.info.get("sequence_length") or seq.get("length")
     return int(value) if value is not None else None
 
 
@@ -93,6 +94,10 @@ def _episode_checks(cfg: ConfigInputs) -> list[Check]:
             miss_k.append(t)
         if a.threshold is not None:
             wrong = (e.returns >= a.threshold) != e.kept
+            if (cfg.entry.get("filter") or {}).get("rule") == "top_fraction":
+                # ties at the cut are split by episode id: only strict sides are determined
+                wrong = ((e.returns > a.threshold) & ~e.kept) | ((e.returns < a.threshold)
+                                                                 & e.kept)
             if wrong.any():
                 miss_thr.append(f"{t} ({int(wrong.sum())} episodes)")
         if a.filter_on and a.window and a.best_window_start is not None and \

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ShardError
 from ..tokenizers import decode_continuous
+from ..tokenizers.mgdt import REWARD as MGDT_REWARD
 from ..tokenizers.scheme import CONTINUOUS_OFFSET, PATCH, Modality
 
 __all__ = ["DecodedStep", "DecodedSequence", "decode_example", "assemble_images",
@@ -66,9 +67,10 @@ def assemble_images(patches: np.ndarray, positions: np.ndarray) -> list[np.ndarr
         rows, cols = positions[a:b, 0], positions[a:b, 1]
         gh, gw = int(rows.max()) + 1, int(cols.max()) + 1
         c = patches.shape[-1] if patches.ndim == 4 else 1
-        grid = np.zeros((gh, gw, PATCH, PATCH, c), dtype=np.uint8)
-        grid[rows, cols] = patches[a:b].reshape(b - a, PATCH, PATCH, c)
-        images.append(grid.transpose(0, 2, 1, 3, 4).reshape(gh * PATCH, gw * PATCH, c))
+        s = patches.shape[1] if patches.ndim == 4 else PATCH  # the scheme's patch size
+        grid = np.zeros((gh, gw, s, s, c), dtype=np.uint8)
+        grid[rows, cols] = patches[a:b].reshape(b - a, s, s, c)
+        images.append(grid.transpose(0, 2, 1, 3, 4).reshape(gh * s, gw * s, c))
     return images
 
 
@@ -86,7 +88,8 @@ def _step_starts(modality: np.ndarray, is_prompt: np.ndarray) -> np.ndarray:
     prev = np.concatenate([[-1], modality[:-1]])
     prev_prompt = np.concatenate([[is_prompt[0]], is_prompt[:-1]])
     new = prev == Modality.ACTION
-    new &= modality != Modality.ACTION
+    new &= (modality != Modality.ACTION) & (modality != MGDT_REWARD)
+    new |= (prev == MGDT_REWARD) & (modality != MGDT_REWARD)  # an MGDT step ends with its reward
     if not (modality == Modality.SEPARATOR).any():  # image-caption records: [image][caption]
         new |= (modality == Modality.IMAGE) & (prev == Modality.TEXT)
     new |= is_prompt != prev_prompt

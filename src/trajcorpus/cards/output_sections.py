@@ -27,6 +27,10 @@ GATO_CITATION = ("Reed et al. A Generalist Agent. Transactions on Machine Learni
                  "arXiv:2205.06175")
 
 
+# modalities that carry loss: Gato's text and actions; MGDT's return-to-go, action and reward
+_TARGETS = ("text", "action", "return_to_go", "reward")
+
+
 def _tokens(m: CardModel) -> str:
     parts = [
         "## Token statistics", "",
@@ -40,21 +44,24 @@ def _tokens(m: CardModel) -> str:
     for c in m.configs:
         length = sequence_length(c.cfg)
         rows = []
+        # Gato's modality columns, plus any other scheme's codes the config has (MGDT's)
+        names = list(dict.fromkeys([*MODALITY_NAMES, *(n for a in c.cfg.audit.values()
+                                                        for n in a.tokens)]))
         for t, a in c.cfg.audit.items():
             total = sum(a.tokens.values())
             if not total and not a.sequences:
                 continue  # e.g. "(unattributed)": rejected inputs only, see Filter evidence
             content = total - a.tokens.get("pad", 0)
-            target = a.tokens.get("text", 0) + a.tokens.get("action", 0)
-            rows.append([f"`{t}`", *[a.tokens.get(n, 0) for n in MODALITY_NAMES], total,
+            target = sum(a.tokens.get(n, 0) for n in _TARGETS)
+            rows.append([f"`{t}`", *[a.tokens.get(n, 0) for n in names], total,
                          _pct(content, a.sequences * length) if length else "n/a",
                          _pct(target, total), a.sequences, a.prompted_sequences,
                          _pct(a.prompted_sequences, a.sequences)])
         parts += ["", f"### `{c.cfg.name}`", ""]
         if rows:
-            parts.append(_table(["task", *MODALITY_NAMES, "total", "fill", "target share",
+            parts.append(_table(["task", *names, "total", "fill", "target share",
                                  "sequences", "with prompt", "prompted share"], rows,
-                                ["---"] + ["--:"] * (len(MODALITY_NAMES) + 6)))
+                                ["---"] + ["--:"] * (len(names) + 6)))
         parts += ["", _scan_line(c.scan, length)]
         if c.token_plot:
             parts += ["", f"![Token mix by modality for {c.cfg.name}]({c.token_plot})"]

@@ -22,6 +22,7 @@ DPI = 100
 MODALITY_COLORS: dict[str, str] = {
     "pad": "#d9d9d9", "text": "#1b9e77", "image": "#7570b3", "discrete": "#e6ab02",
     "continuous": "#66a61e", "separator": "#000000", "action": "#d95f02",
+    "return_to_go": "#e7298a", "reward": "#a6761d",  # the MGDT scheme's codes 7 and 8
 }
 KEPT_COLOR, FILTERED_COLOR, WINDOW_COLOR, THRESHOLD_COLOR = "#1f77b4", "#9e9e9e", "#ffd54f", \
     "#c62828"
@@ -129,7 +130,9 @@ def token_mix_png(config: str, audits: Mapping[str, TaskAudit]):
     y = np.arange(len(tasks))
     left = np.zeros(len(tasks))
     totals = np.array([max(sum(audits[t].tokens.values()), 1) for t in tasks], dtype=np.float64)
-    for name in MODALITY_NAMES:
+    # Gato's modalities, plus any other scheme's the config has (MGDT's return-to-go, reward)
+    names = list(dict.fromkeys([*MODALITY_NAMES, *(n for t in tasks for n in audits[t].tokens)]))
+    for name in names:
         share = np.array([audits[t].tokens.get(name, 0) for t in tasks]) / totals * 100.0
         ax.barh(y, share, left=left, color=MODALITY_COLORS[name], label=name, height=0.7,
                 edgecolor="white", linewidth=0.3)
@@ -143,7 +146,7 @@ def token_mix_png(config: str, audits: Mapping[str, TaskAudit]):
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of stored tokens (%), padding included")
     ax.set_title(f"{config}: token mix by modality", loc="left")
-    fig.legend(*ax.get_legend_handles_labels(), ncols=len(MODALITY_NAMES),
+    fig.legend(*ax.get_legend_handles_labels(), ncols=len(names),
                loc="outside lower center", fontsize=7, frameon=False)
     return fig
 

@@ -127,6 +127,23 @@ def _summary(m: CardModel) -> str:
     ])
 
 
+def _mgdt_layout(m: CardModel) -> str:
+    """The MGDT scheme's layout, for the configs that use it (nothing otherwise)."""
+    names = [c.cfg.name for c in m.configs
+             if ((c.cfg.entry.get("tokenize") or {}).get("scheme")) == "mgdt"]
+    if not names:
+        return ""
+    return ("\n\n" + ", ".join(f"`{n}`" for n in names) + " use the Multi-Game Decision "
+            "Transformer scheme instead (catalog `tokenize.scheme: mgdt`; docs/tokenization.md): "
+            "per timestep `[36 image patch slots][return-to-go][action][reward]` (39 tokens), "
+            "84x84 grayscale frames as 14x14 patches (`patches` is uint8 [P, 14, 14, 1]; "
+            "normalisation x / 255), return-to-go ids [0, 120) with modality 7, full-ALE-set "
+            "action ids [0, 18) with modality 6, reward ids 0 none / 1 positive / 3 negative with "
+            "modality 8; loss mask 1 at return-to-go, action and reward (the *target share* of the "
+            "token statistics counts these three); L = timesteps x 39, no prompts. The manifest's `tokenization` and `action_mapping` records hold the "
+            "details.")
+
+
 def _example_fields() -> str:
     rows = [
         ["tokens", "int32 [L]", "token ids; -1 at image-patch slots; 0 at padding"],
@@ -231,11 +248,20 @@ def _filter(m: CardModel) -> str:
             parts += ["The filter is **off** for this dataset (catalog `filter.enabled: false`, "
                       "e.g. image-caption data, which has no return): every read record is "
                       "kept.", ""]
+        top = flt.get("rule") == "top_fraction"
+        if top and flt.get("enabled", True):
+            parts += [f"This dataset uses the **top_fraction** rule (catalog `filter.rule: "
+                      f"top_fraction`, fraction {flt.get('top_fraction')}, MGDT's expert set): "
+                      "per task, the best ceil(fraction x N) episodes by return are kept, ties "
+                      "at the cut going to the smaller episode id; *threshold* is the last kept "
+                      "episode's return, and W, j and the expert return do not apply.", ""]
         rows = []
         for t, a in c.cfg.audit.items():
-            rows.append([f"`{t}`", a.episodes_total, a.window if a.filter_on else "off",
+            rows.append([f"`{t}`", a.episodes_total, a.window if a.filter_on else
+                         "top" if top and a.threshold is not None else "off",
                          a.best_window_start if a.filter_on else "", _num(a.expert_return)
-                         if a.filter_on else "", _num(a.threshold) if a.filter_on else "",
+                         if a.filter_on else "", _num(a.threshold) if a.threshold is not None
+                         else "",
                          a.read, a.rejected, a.filtered, a.kept,
                          _pct(a.kept, a.episodes_total)])
         if rows:
@@ -281,8 +307,8 @@ def _contents(sections: Sequence[str]) -> str:
 
 
 def render_body(m: CardModel) -> str:
-    sections = [_summary(m), _example_fields(), _sources(m), _settings(m), _filter(m),
-                _tokens(m),
+    sections = [_summary(m), _example_fields() + _mgdt_layout(m), _sources(m), _settings(m),
+                _filter(m), _tokens(m),
                 render_trainer_section([(c.cfg.name, c.cfg.info) for c in m.configs]),
                 _example(m), _files(m), _loading(m), _rebuild(m), _checks(m),
                 _uses_limits(m), _citations(m)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from .. import fs
 from ..errors import TrajcorpusError
@@ -24,14 +24,15 @@ __all__ = ["build_audit", "check_audit", "stitch_episodes",
            "stitch_rejected", "write_json"]
 
 def build_audit(filters: Mapping[str, FilterResult], episodes: Mapping[str, int],
-                rejected: Mapping[str, int], stats: Mapping[str, dict]) -> dict[str, dict]:
+                rejected: Mapping[str, int], stats: Mapping[str, dict],
+                names: Sequence[str] = MODALITY_NAMES) -> dict[str, dict]:
     """task -> the SPEC section 7 record, for every task seen anywhere (sorted by task)."""
     tasks = sorted(set(filters) | set(episodes) | set(rejected) | set(stats))
     out = {}
     for task in tasks:
         f = filters.get(task)
         s = stats.get(task, {})
-        tokens = s.get("tokens", [0] * len(MODALITY_NAMES))
+        tokens = s.get("tokens", [0] * len(names))
         n_ep = int(episodes.get(task, 0))
         n_rej = int(rejected.get(task, 0))
         out[task] = TaskAudit(
@@ -47,7 +48,8 @@ def build_audit(filters: Mapping[str, FilterResult], episodes: Mapping[str, int]
             threshold=f.threshold if f else None,
             sequences=int(s.get("sequences", 0)),
             prompted_sequences=int(s.get("prompted_sequences", 0)),
-            tokens={name: int(n) for name, n in zip(MODALITY_NAMES, tokens, strict=True)},
+            tokens={name: int(n) for name, n in zip(names, tokens, strict=True)},
+            **(f.audit_extra() if f else {}),
         ).to_dict()
     return out
 
@@ -68,8 +70,8 @@ def check_audit(config: str, audit: Mapping[str, dict], episodes: Mapping[str, i
         raise TrajcorpusError(f"audit {config}", "unattributed inputs must all be rejected")
 
 
-def stitch_episodes(parts: Iterable[str], out_uri: str, thresholds: Mapping[str, float | None]
-                    ) -> Counter:
+def stitch_episodes(parts: Iterable[str], out_uri: str,
+                    thresholds: Mapping[str, float | tuple[float, str] | None]) -> Counter:
     """Concatenate the per-unit episode lists in unit order, adding each keep decision.
 
     Returns kept counts per task, which the caller compares with the filter's own counts.
@@ -80,7 +82,8 @@ def stitch_episodes(parts: Iterable[str], out_uri: str, thresholds: Mapping[str,
             with fs.open_uri(uri, "rb") as f:
                 for line in f:
                     row = json.loads(line)
-                    row["kept"] = is_kept(row["return"], thresholds.get(row["task"]))
+                    row["kept"] = is_kept(row["return"], thresholds.get(row["task"]),
+                                          row["episode_id"])
                     kept[row["task"]] += row["kept"]
                     out.write((json.dumps(row, sort_keys=True) + "\n").encode("utf-8"))
     return kept

@@ -12,6 +12,7 @@ from ..errors import TrajcorpusError
 from ..schemas.records import audit_paths, audit_relpath
 from ..shards.codecs import ALL
 from ..sources.base import Unit, kind_facts
+from ..tokenizers.schemes import scheme_of
 from . import audit as audit_mod
 from .filter import FilterResult
 from .inputs import TMP_DIR
@@ -40,7 +41,9 @@ class JobResult:
         return sum(int(a[key]) for a in self.audit.values())
 
     def tokens(self) -> dict[str, int]:
-        return {m: sum(a["tokens"][m] for a in self.audit.values()) for m in MODALITY_NAMES}
+        names = dict.fromkeys(m for a in self.audit.values() for m in a["tokens"])
+        return {m: sum(a["tokens"].get(m, 0) for a in self.audit.values())
+                for m in names or MODALITY_NAMES}
 
     def summary(self) -> str:
         if self.dry_run:
@@ -77,12 +80,13 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
     with fs.open_uri(res_uri, "rb") as f:
         res = json.load(f)
     filters = {t: FilterResult(**v) for t, v in res["filter"].items()}
-    audit = audit_mod.build_audit(filters, res["episodes"], res["rejected"], res["stats"])
+    audit = audit_mod.build_audit(filters, res["episodes"], res["rejected"], res["stats"],
+                                  scheme_of(spec.tokenize).modality_names)
     audit_mod.check_audit(spec.config, audit, res["episodes"])
 
     paths = audit_paths(spec.output, spec.config)
     fs.makedirs(paths["audit"].rsplit("/", 1)[0])
-    thresholds = {t: f.threshold for t, f in filters.items()}
+    thresholds = {t: f.cut for t, f in filters.items()}
     kept = audit_mod.stitch_episodes(
         [spec.unit_file(u, "episodes.jsonl") for u in units], paths["episodes"], thresholds)
     for task, f in filters.items():
@@ -103,7 +107,8 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
     commit_shards(spec.output, spec.staging, spec.config, commit)  # every check passed
     text_model = res.get("text_model") if res.get("text_model") is not None else None
     num_shards = len(files) // len(spec.formats)
-    info = {**_manifest_info(spec, text_model, num_shards), **trainer_info(spec, res, audit)}
+    info = {**_manifest_info(spec, text_model, num_shards), **trainer_info(spec, res, audit),
+            **scheme_of(spec.tokenize).manifest_record(spec.tokenize, spec.sequence, audit)}
     info["index"] = merge_index(spec.staging, spec.output, spec.config, spec.split,
                                 commit.planned)  # episode -> shard and row (shards.index)
     info["statistics_state"] = write_stats_state(  # what a Mixture merges (shards.statsfile)

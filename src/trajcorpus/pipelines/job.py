@@ -17,6 +17,7 @@ manifest (last) and the dataset card.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ from ..semantics import task_references
 from ..shards.codecs import format_choices, formats_for
 from ..shards.layout import plan_num_shards
 from ..sources.base import Unit
+from ..tokenizers.schemes import scheme_of
 from . import audit as audit_mod
 from .filter import is_kept
 from .finalize import RESULT_FILE, JobResult, finalize
@@ -85,7 +87,8 @@ def make_spec(entry: DatasetEntry, uri: str, output: str, seed: int, fmt: str, n
         config=entry.id, kind=entry.kind, uri=uri,
         options=dict(entry.options if options is None else options),
         task_template=entry.task, agent_template=entry.agent, filter=entry.filter,
-        tokenize=entry.tokenize, sequence=entry.sequence, seed=int(seed), formats=formats_for(fmt),
+        tokenize=entry.tokenize, sequence=scheme_of(entry.tokenize).sequence_settings(
+            entry.sequence), seed=int(seed), formats=formats_for(fmt),
         output=output, tmp=fs.join(output, TMP_DIR, entry.id), shard_bytes=int(shard_bytes),
         min_shards=int(min_shards), num_units=num_units, progress=progress,
         entry=entry.model_dump(mode="json"), input=given or uri)
@@ -116,10 +119,10 @@ def build_pipeline(p: beam.Pipeline, spec: JobSpec, units: Sequence[Unit],
                | "GroupByTask" >> beam.GroupByKey()
                | "Filter" >> beam.MapTuple(lambda task, rows: filter_group(spec, task, rows)))
     thresholds = beam.pvalue.AsDict(
-        filters | "Thresholds" >> beam.MapTuple(lambda task, f: (task, f.threshold)))
+        filters | "Thresholds" >> beam.MapTuple(lambda task, f: (task, f.cut)))
 
     def kept(r, thr) -> bool:
-        return r.vl or is_kept(r.return_, thr.get(r.task))
+        return r.vl or is_kept(r.return_, thr.get(r.task), r.episode_id)
 
     candidates = beam.pvalue.AsDict(
         summaries
@@ -199,7 +202,8 @@ def _merge_stats(items) -> dict:
     for s in items:
         out["sequences"] += s["sequences"]
         out["prompted_sequences"] += s["prompted_sequences"]
-        out["tokens"] = [a + b for a, b in zip(out["tokens"], s["tokens"], strict=True)]
+        out["tokens"] = [a + b for a, b in itertools.zip_longest(  # MGDT counts 9 modalities
+            out["tokens"], s["tokens"], fillvalue=0)]
     return out
 
 

@@ -110,10 +110,12 @@ class ReadUnit(beam.DoFn):
     def _tokenizer(self, text_model: dict | None):
         path = text_model["uri"] if text_model else None
         if path not in self._tokenizers:
-            from ..tokenizers import EpisodeTokenizer, TextTokenizer
+            from ..tokenizers import TextTokenizer
+            from ..tokenizers.schemes import scheme_of
 
             text = TextTokenizer.load(path) if path else None
-            self._tokenizers[path] = EpisodeTokenizer(self.spec.tokenize, text)
+            self._tokenizers[path] = scheme_of(self.spec.tokenize).tokenizer(self.spec.tokenize,
+                                                                             text)
         return self._tokenizers[path]
 
     def process(self, unit: Unit, text_model: dict | None = None) -> Iterator[Any]:
@@ -250,7 +252,10 @@ def filter_group(spec: JobSpec, task: str, rows: Iterable[EpisodeSummary]
     if any(r.vl for r in rows):
         settings = FilterSettings(enabled=False)
     result = filter_task(task, rows, settings)
-    if result.window is None:
+    if result.rule == "top_fraction":
+        say(spec, f"filter {task}: top {result.top_fraction:.4g} of N={result.episodes_total} by "
+            f"return: {result.kept} kept (threshold {result.threshold}), {result.filtered} filtered")
+    elif result.window is None:
         say(spec, f"filter {task}: off, {result.kept} kept")
     else:
         say(spec, f"filter {task}: N={result.episodes_total} W={result.window} best window at "

@@ -46,10 +46,11 @@ class EpisodeStats(NamedTuple):
     return_: float
     vl: bool
     stats: RawStats
+    episode_id: str = ""  # for a top_fraction cut's tie-break (pipelines/filter.is_kept)
 
 
 def episode_record(ep: Any) -> EpisodeStats:
     """The statistics record of an Episode (its continuous fields and its schema)."""
     return EpisodeStats(ep.task, float(ep.return_), ep.action_kind == "none",
                         episode_stats(ep.observations, ep.observation_kinds, ep.actions,
-                                      ep.action_kind))
+                                      ep.action_kind), ep.episode_id)

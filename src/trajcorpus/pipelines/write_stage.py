@@ -14,7 +14,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from ..errors import TrajcorpusError
-from ..tokenizers.scheme import MODALITY_NAMES
+from ..tokenizers.schemes import scheme_of
 from ..tokenizers.tokenized import TokenizedEpisode
 from .sequences import assemble, concat_tokenized
 from .spec import _NS, JobSpec, PromptRef, WindowRef, say
@@ -94,11 +94,12 @@ class WriteShard(beam.DoFn):
             ex = {"__key__": r.key, **arrays.as_dict(),
                   "meta": json.dumps(meta, sort_keys=True, separators=(",", ":"))}
             if stats is not None:
+                names = scheme_of(self.spec.tokenize).modality_names
                 s = stats.setdefault(r.task, {"sequences": 0, "prompted_sequences": 0,
-                                              "tokens": [0] * len(MODALITY_NAMES)})
+                                              "tokens": [0] * len(names)})
                 s["sequences"] += 1
                 s["prompted_sequences"] += pref is not None
-                counts = np.bincount(arrays.modality, minlength=len(MODALITY_NAMES))
+                counts = np.bincount(arrays.modality, minlength=len(names))
                 s["tokens"] = [a + int(b) for a, b in zip(s["tokens"], counts, strict=True)]
                 self.seq_ctr.inc()
                 self.prompt_ctr.inc(pref is not None)

@@ -14,7 +14,15 @@ from typing import Any, Literal
 import pydantic
 import pydantic_core
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ..errors import CatalogError
 
@@ -41,13 +49,34 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _without_new_defaults(model: BaseModel, handler: Any, names: tuple[str, ...]) -> dict:
+    """Dump ``model`` leaving out the keys ``names`` while they hold their defaults: settings added
+    after corpora were built (scheme, filter rule) then leave an unchanged entry's manifest
+    byte-identical, and appear exactly when an entry uses them."""
+    data = handler(model)
+    for name in names:
+        if getattr(model, name) == type(model).model_fields[name].default:
+            data.pop(name, None)
+    return data
+
+
 class FilterSettings(_Frozen):
     """SPEC section 3: W = max(1, min(max_window, floor(window_fraction * N)))."""
 
     enabled: bool = True
+    # "gato": SPEC section 3 (the fields below); "top_fraction": each task's best ceil(top_fraction
+    # * N) episodes by return (MGDT's expert set; pipelines/filter.py, docs/tokenization.md)
+    rule: Literal["gato", "top_fraction"] = "gato"
     fraction: float = Field(0.8, gt=0.0, le=1.0)
     window_fraction: float = Field(0.1, gt=0.0, le=1.0)
     max_window: int = Field(1000, ge=1)
+    top_fraction: float = Field(0.1, gt=0.0, le=1.0)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict:
+        # the fraction is part of the top_fraction rule, so it is written whenever that rule is
+        return _without_new_defaults(self, handler,
+                                     ("rule", "top_fraction") if self.rule == "gato" else ())
 
 
 class TextModelSettings(_Frozen):
@@ -59,6 +88,11 @@ class TextModelSettings(_Frozen):
 
 
 class TokenizeSettings(_Frozen):
+    # the token scheme (tokenizers/schemes.py): Gato's (SPEC 4) or Multi-Game DT's (tokenizers/mgdt)
+    scheme: Literal["gato", "mgdt"] = "gato"
+    # map DQN-Replay-style minimal-action-set indices to ALE's 18 actions (tokenizers/ale_actions);
+    # None: the scheme's default (on for mgdt, off for gato)
+    full_action_set: bool | None = None
     image_size: tuple[int, int] | None = None  # (H, W), multiples of 16; None: the kind's default
     mu_law: bool = True
     mu_law_exempt: tuple[str, ...] = ()  # fields already in [-1, 1], e.g. "actions"
@@ -76,6 +110,17 @@ class TokenizeSettings(_Frozen):
             raise ValueError(f"image_size sides must be positive multiples of 16, got {list(v)}")
         return v
 
+    @model_validator(mode="after")
+    def _scheme_fits(self) -> TokenizeSettings:
+        if self.scheme == "mgdt" and self.image_size is not None:
+            raise ValueError("the mgdt scheme's frames are 84x84 (6x6 patches of 14x14); "
+                             "leave image_size unset")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict:
+        return _without_new_defaults(self, handler, ("scheme", "full_action_set"))
+
 
 class SequenceSettings(_Frozen):
     length: int = Field(1024, ge=16)
@@ -83,6 +128,12 @@ class SequenceSettings(_Frozen):
     prompt_tokens: int = Field(256, ge=0)
     prompt_end_share: float = Field(0.5, ge=0.0, le=1.0)  # goal-conditioning share of prompts
     vl_pairs: int = Field(5, ge=1)
+    # the mgdt scheme's context: whole timesteps per sequence (None: its default, 4); L follows
+    timesteps: int | None = Field(None, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict:
+        return _without_new_defaults(self, handler, ("timesteps",))
 
 
 class ReferenceScore(_Frozen):
@@ -177,6 +228,13 @@ class DatasetEntry(_Frozen):
             raise pydantic_core.PydanticCustomError(
                 "source_option", "{reason}", {"reason": reason, "option": option}) from None
         return options
+
+    @model_validator(mode="after")
+    def _scheme_settings(self) -> DatasetEntry:
+        if self.sequence.timesteps is not None and self.tokenize.scheme != "mgdt":
+            raise ValueError("sequence.timesteps is the mgdt scheme's setting (tokenize.scheme: "
+                             "mgdt); the gato scheme cuts sequences by sequence.length")
+        return self
 
     def resolve_uri(self, base_dir: str | None) -> str:
         """The entry's uri, relative ones taken against the catalog file's folder."""

@@ -4,8 +4,10 @@ this one module, so a field cannot be renamed on one side only.
 * the audit files ``OUT/audit/{config}.json`` (one :class:`TaskAudit` per task, SPEC section 7),
   ``{config}.rejected.jsonl`` and ``{config}.episodes.jsonl`` (one :class:`EpisodeSummary` row
   per read episode, with its keep decision): their paths come from :func:`audit_paths`;
-* the manifest's per-config record is :class:`trajcorpus.shards.manifest.ConfigInfo` (the
-  shards module owns ``manifest.json``).
+* the manifest (``manifest.json``) is owned by :mod:`trajcorpus.shards.manifest`, which writes
+  and reads it; its per-config ``info`` is still a mapping assembled by
+  ``pipelines.finalize`` (each block by its own module: ``trainer_info``, ``shards.index``,
+  ``shards.statsfile``, the token scheme's record).
 
 The version of these records is the manifest's (``shards.manifest.MANIFEST_VERSION``): a change
 of any field here is a change of that version.
@@ -20,7 +22,7 @@ from typing import Any
 from ..errors import ShardError
 from .episode import EpisodeSummary
 
-__all__ = ["AUDIT_DIR", "AUDIT_INTS", "AUDIT_KEYS", "TaskAudit", "audit_paths", "audit_relpath",
+__all__ = ["AUDIT_DIR", "AUDIT_INTS", "AUDIT_KEYS", "RULE_KEYS", "TaskAudit", "audit_paths", "audit_relpath",
            "EpisodeSummary", "episode_row", "summary_from_row"]
 
 AUDIT_DIR = "audit"
@@ -29,6 +31,7 @@ AUDIT_INTS = ("read", "rejected", "filtered", "kept", "episodes_total", "sequenc
 AUDIT_KEYS = ("read", "rejected", "filtered", "kept", "episodes_total", "window",
               "best_window_start", "expert_return", "threshold", "sequences",
               "prompted_sequences", "tokens")
+RULE_KEYS = ("rule", "top_fraction", "threshold_episode_id")  # only when the rule is not Gato's
 
 
 def audit_relpath(config: str, part: str = "audit") -> str:
@@ -62,6 +65,11 @@ class TaskAudit:
     sequences: int
     prompted_sequences: int
     tokens: dict[str, int]
+    # a rule other than Gato's adds its own keys (MGDT's expert set: rule "top_fraction", the
+    # fraction, and the episode id that breaks ties at the cut); Gato's record is the SPEC's
+    rule: str = "gato"
+    top_fraction: float | None = None
+    threshold_episode_id: str | None = None
 
     @property
     def filter_on(self) -> bool:
@@ -69,7 +77,10 @@ class TaskAudit:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (keyed by task in the file, so without ``task``)."""
-        return {k: getattr(self, k) for k in AUDIT_KEYS}
+        out = {k: getattr(self, k) for k in AUDIT_KEYS}
+        if self.rule != "gato":
+            out.update({k: getattr(self, k) for k in RULE_KEYS})
+        return out
 
     @classmethod
     def from_dict(cls, task: str, raw: Any, where: str) -> TaskAudit:
@@ -88,7 +99,10 @@ class TaskAudit:
                        best_window_start=_opt(int, raw["best_window_start"]),
                        expert_return=_opt(float, raw["expert_return"]),
                        threshold=_opt(float, raw["threshold"]),
-                       tokens={str(k): int(v) for k, v in tokens.items()})
+                       tokens={str(k): int(v) for k, v in tokens.items()},
+                       rule=str(raw.get("rule", "gato")),
+                       top_fraction=_opt(float, raw.get("top_fraction")),
+                       threshold_episode_id=_opt(str, raw.get("threshold_episode_id")))
         except (TypeError, ValueError) as e:
             raise ShardError(where, f"task {task!r}: {e}") from None
 

@@ -2,8 +2,8 @@
 
 Batch keys: ``tokens`` int32 [B, L], ``modality`` uint8, ``loss_mask`` uint8, ``local_position``
 int16, ``is_prompt`` uint8 (all [B, L]; shorter sequences, which only a mixture of different L
-produces, are padded as SPEC pads), ``patches`` uint8 [B, P, 16, 16, C] (or float32 when
-normalised) zero beyond each example's ``patch_count`` int32 [B], ``patch_position`` int16
+produces, are padded as SPEC pads), ``patches`` uint8 [B, P, S, S, C] (S the patch size the
+shards hold: 16 Gato, 14 MGDT; or float32 when normalised) zero beyond each example's ``patch_count`` int32 [B], ``patch_position`` int16
 [B, P, 2] (-1 beyond the count), ``meta`` and ``__key__`` lists of str.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ShardError
-from ..tokenizers.images import normalize_patches
-from ..tokenizers.scheme import NO_POSITION, PAD_TOKEN, PATCH
+from ..tokenizers.scheme import NO_POSITION, PAD_TOKEN
+from ..tokenizers.schemes import scheme_by_patch_size
 from .example import FIELD_DTYPES, SEQUENCE_FIELDS
 
 __all__ = ["collate", "SEQUENCE_PAD"]
@@ -41,7 +41,8 @@ def collate(examples: Sequence[dict], *, pad_patches_to: int | None = None,
     ``pad_patches_to`` fixes P (static shapes for JAX/XLA; an example with more patches is an
     error), else P is the batch maximum. ``channels`` fixes C; grayscale patches are repeated to
     3 channels when a batch mixes C=1 and C=3 domains (Atari with COCO). ``normalize`` applies
-    Gato's x / 255 * 2 - 1, / 4 (tokenizers.normalize_patches) and keeps padding at 0.
+    the patches' scheme's pixel scaling (Gato's x / 255 * 2 - 1, / 4 for 16x16 patches; MGDT's
+    x / 255 for 14x14 ones) and keeps padding at 0.
     """
     if not examples:
         raise ShardError("collate", "empty batch")
@@ -58,8 +59,13 @@ def collate(examples: Sequence[dict], *, pad_patches_to: int | None = None,
         worst = examples[int(counts.argmax())]["__key__"]
         raise ShardError(f"example {worst!r} field 'patches'",
                          f"{int(counts.max())} patches exceed pad_patches_to={p}")
+    sides = {tuple(ex["patches"].shape[1:3]) for ex in examples}  # read from the shards
+    if len(sides) > 1:
+        raise ShardError("collate", f"cannot batch patches of sizes {sorted(sides)} (token "
+                         "schemes differ); batch each config on its own")
+    ph, pw = sides.pop()
     # empty + explicit padding: zero-filling the whole buffer first costs a pass over memory
-    patches = np.empty((len(examples), p, PATCH, PATCH, c), dtype=np.uint8)
+    patches = np.empty((len(examples), p, ph, pw, c), dtype=np.uint8)
     position = np.empty((len(examples), p, 2), dtype=np.int16)
     for i, ex in enumerate(examples):
         n = counts[i]
@@ -68,7 +74,7 @@ def collate(examples: Sequence[dict], *, pad_patches_to: int | None = None,
         position[i, :n] = ex["patch_position"]
         position[i, n:] = NO_POSITION
     if normalize:
-        patches = normalize_patches(patches)
+        patches = scheme_by_patch_size(ph).normalize_patches(patches)
         valid = np.arange(p)[None, :] < counts[:, None]
         patches[~valid] = 0.0
     batch["patches"] = patches

@@ -17,7 +17,8 @@ import numpy as np
 import zstandard
 
 from ..errors import ShardError
-from ..tokenizers.scheme import PAD_TOKEN, PATCH, PATCH_SLOT, Modality
+from ..tokenizers.scheme import PAD_TOKEN, PATCH_SLOT, Modality
+from ..tokenizers.schemes import MAX_MODALITY, PATCH_SIZES
 
 __all__ = [
     "EXAMPLE_FIELDS", "SEQUENCE_FIELDS", "FIELD_DTYPES", "KEY_MAX", "check_example",
@@ -38,7 +39,7 @@ FIELD_DTYPES: dict[str, np.dtype] = {
 # USTAR names are at most 100 bytes; the longest member suffix is ".patch_position.npy.zst" (23).
 KEY_MAX = 76
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
-_MAX_MODALITY = max(Modality)
+_MAX_MODALITY = MAX_MODALITY  # the largest code of any token scheme (MGDT's reward, 8)
 
 
 def _fail(key: Any, field: str, reason: str) -> ShardError:
@@ -86,9 +87,10 @@ def check_example(ex: dict) -> None:
         if arr.shape[0] != length:
             raise _fail(key, f, f"length {arr.shape[0]}, tokens has {length}")
     patches = _check_array(key, ex, "patches", 4)
-    if patches.shape[1:3] != (PATCH, PATCH) or not 1 <= patches.shape[3] <= 4:
-        raise _fail(key, "patches", f"shape {patches.shape}, expected [P, {PATCH}, {PATCH}, C] "
-                    "with C in 1..4")
+    side = patches.shape[1]  # the scheme's patch size (16 Gato, 14 MGDT): the shard carries it
+    if patches.shape[2] != side or side not in PATCH_SIZES or not 1 <= patches.shape[3] <= 4:
+        raise _fail(key, "patches", f"shape {patches.shape}, expected [P, S, S, C] with S in "
+                    f"{sorted(PATCH_SIZES)} and C in 1..4")
     pos = _check_array(key, ex, "patch_position", 2)
     if pos.shape != (patches.shape[0], 2):
         raise _fail(key, "patch_position", f"shape {pos.shape}, expected ({patches.shape[0]}, 2)")

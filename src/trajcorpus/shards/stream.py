@@ -77,6 +77,7 @@ class ShardDataset:
             self.name = config or "shards"
             self.weight = 1.0 if weight is None else float(weight)
             self._index_entry = None
+            self.patch_size = None  # no manifest: collate reads it from the patches themselves
             return
         if out is None or config is None:
             raise ShardError("ShardDataset", "give an output folder and a config, or shards=")
@@ -95,6 +96,8 @@ class ShardDataset:
         self.name = config
         info = self.info = manifest.configs[config]
         self._index_entry = info.get("index")
+        # the token scheme's patch side, as the manifest records it (Gato's 16 when it does not)
+        self.patch_size = int((info.get("tokenization") or {}).get("patch_size", [16])[0])
         entry = info.get("catalog_entry") or {}
         self.weight = float(weight if weight is not None
                             else entry.get("mixture_weight", info.get("mixture_weight", 1.0)))
