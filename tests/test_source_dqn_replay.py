@@ -366,6 +366,7 @@ def test_incomplete_tail_at_end_of_data_is_rejected(tmp_path):
     rejected = [r for r in items if isinstance(r, Rejected)]
     assert len(rejected) == 1
     assert "no terminal before end of data" in rejected[0].reason
+    assert rejected[0].task == "Breakout"
     assert f"{g['segments'][0]['num_transitions']} step(s)" in rejected[0].reason
     assert rejected[0].location == f"{run}/replay_logs ckpt 1 slot {g['start_index']}"
     assert len(items) - 1 == gt["checkpoints"][1]["complete_episodes_within"]
