@@ -81,3 +81,11 @@ def demo_workspace(tmp_path_factory) -> DemoWorkspace:
         cwd=ws, env=child_env(), capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return DemoWorkspace(ws, proc.stdout)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The first test that asks for the shared demo output pays for building it (a minute on an
+    idle 2-core machine, up to ten at a load of 10): its hang guard counts that too."""
+    for item in items:
+        if "demo_workspace" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(1800))
