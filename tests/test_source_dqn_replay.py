@@ -604,3 +604,23 @@ def test_an_episode_running_into_adds_at_an_unknown_place_is_rejected(tmp_path, 
         assert tail.reason.endswith(f"{lost} (position in the add stream unknown)")
     else:
         assert tail.reason.endswith(lost)
+
+
+def test_an_episode_through_a_whole_checkpoint_counts_all_its_steps(tmp_path):
+    """Checkpoint 1 without a terminal: checkpoint 0's last episode runs through all of it; the
+    next checkpoint is not joined (its stale slots now differ from checkpoint 1's, so its lost
+    slot C-1 is not recovered) and the rejection counts the steps of both checkpoints."""
+    run = copy_run(tmp_path)
+    terminal = run / "replay_logs" / "$store$_terminal_ckpt.1.gz"
+    with gzip.open(terminal) as f:
+        flags = np.load(f, allow_pickle=False)
+    _save_gz(terminal, np.zeros_like(flags))
+    g = _spanning("Breakout", 0)
+    head = g["segments"][0]["num_transitions"]
+    src = DqnReplaySource(str(run))
+    rejected = [r for r in src.read_unit(unit_of(src, 0)) if isinstance(r, Rejected)]
+    assert len(rejected) == 1 and rejected[0].task == "Breakout"
+    assert rejected[0].location == f"{run}/replay_logs ckpt 0 slot {g['start_index']}"
+    assert rejected[0].reason.startswith(
+        f"incomplete episode: after {head + 15000} step(s) it runs into 1 add(s) between "
+        "checkpoint 1 and 2 that no checkpoint holds (stale slot ")
