@@ -580,6 +580,21 @@ def test_an_episode_running_into_an_unreadable_checkpoint_is_rejected(tmp_path):
     assert "length mismatch: 14999 slots" in r.reason
 
 
+def test_an_episode_running_into_unreadable_frames_is_rejected(tmp_path):
+    run = copy_run(tmp_path)
+    obs = run / "replay_logs" / "$store$_observation_ckpt.1.gz"
+    obs.write_bytes(obs.read_bytes()[:2000])  # the small arrays of checkpoint 1 stay good
+    g = _spanning("Breakout", 0)
+    src = DqnReplaySource(str(run))
+    rejected = [r for r in src.read_unit(unit_of(src, 0)) if isinstance(r, Rejected)]
+    assert len(rejected) == 1
+    r = rejected[0]
+    assert r.task == "Breakout"
+    assert r.location == f"{run}/replay_logs ckpt 0 slot {g['start_index']}"
+    assert r.reason.startswith("episode continues into checkpoint 1, whose frames cannot be "
+                               f"read: {run}/replay_logs/$store$_observation_ckpt.1.gz")
+
+
 @pytest.mark.parametrize("final_add_count", [5815, 35815])
 def test_an_episode_running_into_adds_at_an_unknown_place_is_rejected(tmp_path, final_add_count):
     """Checkpoint 0 is missing and checkpoint 1 says it is below capacity, so where checkpoint 1
