@@ -479,19 +479,15 @@ def test_card_on_gcs_equals_the_local_card(out_dir, gcs):
 # --- a real run of the Beam job ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    from trajcorpus.pipelines import run_job
-
-    out = tmp_path_factory.mktemp("demo") / "OUT"
-    run_job(catalog=str(REPO / "catalog.yaml"), dataset="demo-rlds", output=str(out),
-            progress=False)
-    return out
+def demo_run(demo_workspace):
+    """The session's demo output (conftest), which holds demo-rlds among other configs."""
+    return demo_workspace.out
 
 
 def test_card_of_a_real_demo_run(demo_run, fixtures):
     """The RLDS demo through the real job: the card's filter evidence agrees with the fixture's
-    independently computed returns, every check passes, and the decoded example gives back the
-    fixture's language instruction."""
+    independently computed returns, every check passes (of every config of the demo output), and
+    the decoded example gives back the fixture's language instruction."""
     import sentencepiece as spm
 
     from trajcorpus.cards.inputs import load_inputs

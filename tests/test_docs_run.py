@@ -1,18 +1,21 @@
 """Every command and Python snippet of the README, docs/ and the generated dataset card runs, as
 written, against a demo output (so they cannot drift from the code again).
 
-Fenced blocks carry an info string: ``bash`` and ``python`` blocks are executed; ``text`` blocks
-are diagrams, synopses or output; ``bash network`` / ``python network`` blocks need the network
-(an upload, a Google Cloud project, pip) and say so in their first line, a ``#`` comment; they are
-not executed here. Commands run in a workspace that looks like a clone of the repository (its
-``catalog.yaml`` and ``tests/fixtures``) holding ``demo-out``, made once by the demo itself.
+Fenced blocks carry an info string: ``bash`` and ``python`` blocks are executed; a
+``python continued`` block continues the python block before it (they run together, in one
+process, as a reader pastes them); ``text`` blocks are diagrams, synopses or output; ``bash
+network`` / ``python network`` blocks need the network (an upload, a Google Cloud project, pip)
+and ``bash by-hand`` / ``python by-hand`` blocks need what a test cannot have (a SLURM or
+Kubernetes cluster, minutes of benchmark or training, the suite itself); both say why in their
+first line, a ``#`` comment, and are not executed here. Commands run in a workspace that looks
+like a clone of the repository (its ``catalog.yaml``, ``tests/fixtures`` and ``.venv``) holding
+``demo-out``, made once per session by the demo itself (conftest's ``demo_workspace``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,15 +24,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import child_env
+
 REPO = Path(__file__).resolve().parents[1]
-# docs/reliability.md, docs/security.md and docs/benchmarks.md document the test suite and the
-# benchmarks themselves (their commands are pytest and bench/ runs); the user-facing docs are these
-DOCS = ["README.md", "docs/architecture.md", "docs/dataset-card.md", "docs/output-format.md",
-        "docs/running-on-dataflow.md", "docs/tokenization.md", "docs/lerobot.md"]
-DEMO_CONFIGS = ["demo-d4rl", "demo-rlds"]  # the configs the docs' snippets load
+DOCS = ["README.md", *sorted(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md"))]
+# python snippets that a reader runs on an output of their own (placeholders OUT, CONFIG, ...):
+# the named test runs them, in order and in one namespace, with the placeholders set
+RUN_ELSEWHERE = {"docs/training.md": "tests/test_train_example.py::"
+                 "test_the_training_doc_snippets_run"}
+# what a snippet prints, where its comment says so
+PRINTS = {"docs/statistics-and-semantics.md": ["['HalfCheetah-v5', 'Hopper-v5']",
+                                               "thigh_joint torque",
+                                               # the Mixture's tasks
+                                               "['HalfCheetah-v5', 'Hopper-v5', 'hopper-mixed-v2']"]}
 FENCE = re.compile(r"^(`{3,})([^\n`]*)\n(.*?)^\1[ \t]*$", re.M | re.S)
-KINDS = {"bash", "python", "python torch", "text", "yaml", "json", "bash network",
-         "python network"}
+KINDS = {"bash", "python", "python continued", "python torch", "text", "yaml", "json",
+         "bash network", "python network", "bash by-hand", "python by-hand"}
+WHY = {"network": re.compile(r"#.*\bnetwork\b"), "by-hand": re.compile(r"# by hand\b\W+\w")}
 try:
     import torch  # noqa: F401  (the optional torch extra)
     HAVE_TORCH = True
@@ -46,37 +57,38 @@ def blocks(text: str) -> list[tuple[str, str, int]]:
             for m in FENCE.finditer(text)]
 
 
-def _env() -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("TRAJCORPUS_RUN_CHILD", None)
-    return env
-
-
 def execute(kind: str, body: str, cwd: Path, where: str) -> subprocess.CompletedProcess:
     if kind == "bash":
         argv = ["bash", "-euo", "pipefail", "-c", body]
     else:
         argv = [sys.executable, "-c", body]
-    proc = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True,
+    proc = subprocess.run(argv, cwd=cwd, env=child_env(), capture_output=True, text=True,
                           timeout=HANG_GUARD)
     assert proc.returncode == 0, f"{where} failed:\n{body}\n--- stderr:\n{proc.stderr[-3000:]}"
     return proc
 
 
 @pytest.fixture(scope="session")
-def workspace(tmp_path_factory) -> Path:
-    """A fresh-clone look-alike with ``demo-out`` written by the demo entry point."""
-    ws = tmp_path_factory.mktemp("docs-run")
-    for name in ("catalog.yaml", "tests", "pyproject.toml"):
-        (ws / name).symlink_to(REPO / name)
-    proc = subprocess.run(
-        [sys.executable, "-m", "trajcorpus.pipelines.demo", "--output", "demo-out", "--only",
-         *DEMO_CONFIGS, "--quiet", "--direct_num_workers=1", "--direct_running_mode=in_memory"],
-        cwd=ws, env=_env(), capture_output=True, text=True, timeout=HANG_GUARD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"datasets.load_dataset({str(ws / 'demo-out')!r}, 'demo-d4rl'" in proc.stdout
-    return ws
+def workspace(demo_workspace) -> Path:
+    """A fresh-clone look-alike with ``demo-out`` written by the demo entry point (which says
+    how to load it)."""
+    assert f"datasets.load_dataset({str(demo_workspace.out)!r}, " in demo_workspace.stdout
+    return demo_workspace.path
+
+
+def units(doc: str) -> list[tuple[str, str, str]]:
+    """(kind, code, where) of what runs: each bash or python block, a python block together
+    with the ``python continued`` blocks after it."""
+    out: list[list] = []
+    for kind, body, line in blocks((REPO / doc).read_text()):
+        if kind == "python continued":
+            assert out and out[-1][0] == "python", \
+                f"{doc}:{line}: a `python continued` block follows a python block"
+            out[-1][1] += body
+            out[-1][3] = line
+        elif kind in ("bash", "python"):
+            out.append([kind, body, line, line])
+    return [(k, code, f"{doc}:{a}" if a == b else f"{doc}:{a}-{b}") for k, code, a, b in out]
 
 
 def _doc_blocks() -> list:
@@ -91,17 +103,40 @@ def _doc_blocks() -> list:
 def test_every_block_is_marked(doc, kind, body, line):
     assert kind in KINDS, f"{doc}:{line}: fenced block with info string {kind!r}; use one of " \
         f"{sorted(KINDS)}"
-    if kind.endswith("network"):
+    why = kind.split()[-1]
+    if why in WHY:  # not executed here: the block itself says why, in its first line
         first = body.lstrip().splitlines()[0]
-        assert first.startswith("#") and "network" in first, \
-            f"{doc}:{line}: a network block says why in its first line"
+        assert WHY[why].match(first), f"{doc}:{line}: a {kind} block says why in its first " \
+            f"line, a comment ({WHY[why].pattern!r}); it has {first!r}"
+
+
+def test_fence_kinds_and_reasons_are_parsed():
+    text = ("```bash by-hand\n# by hand: 20 minutes\nx\n```\n```python\na = 1\n```\n"
+            "```python continued\nassert a == 1\n```\n")
+    assert [k for k, _, _ in blocks(text)] == ["bash by-hand", "python", "python continued"]
+    assert WHY["by-hand"].match("# by hand: 20 minutes")
+    assert not WHY["by-hand"].match("# by hand")  # a reason, not just the mark
+    assert not WHY["by-hand"].match("x = 1  # by hand: 2 min")
+    assert WHY["network"].match("# needs the network (pip)")
+
+
+def test_every_doc_is_under_test():
+    assert {"README.md", "docs/running-on-dask.md", "docs/training.md"} <= set(DOCS)
+    for doc, test in RUN_ELSEWHERE.items():  # the test that runs them exists and reads the doc
+        path, name = test.split("::")
+        src = (REPO / path).read_text()
+        assert f"def {name}(" in src and doc in src
 
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_doc_commands_and_snippets_run(workspace, doc):
-    for kind, body, line in blocks((REPO / doc).read_text()):
-        if kind in ("bash", "python"):
-            execute(kind, body, workspace, f"{doc}:{line}")
+    printed = ""
+    for kind, code, where in units(doc):
+        if kind == "python" and doc in RUN_ELSEWHERE:
+            continue
+        printed += execute(kind, code, workspace, where).stdout
+    for text in PRINTS.get(doc, []):
+        assert text in printed, f"{doc} prints {text!r}"
 
 
 @needs_torch
@@ -128,27 +163,44 @@ def test_docs_cite_only_files_in_the_repository():
             if any(c in rel for c in "{}*"):
                 continue
             base = (REPO / doc).parent if rel.startswith("..") else REPO
+            if not (base / rel).resolve().is_relative_to(REPO):
+                continue  # not a file of the repository (security.md's `../../escape` inputs)
             if not (base / rel).exists():
                 missing.append(f"{doc}: {rel}")
     assert missing == []
+
+
+# The card's rebuild commands run for these configs (one without text, one that trains a text
+# model); the other configs' commands are the same one with another --dataset and --input (the
+# demo run the suite already has), so they are checked for that form, not run again.
+REBUILD = ("demo-d4rl", "demo-rlds")
+REBUILD_FORM = re.compile(r"trajcorpus run --catalog catalog\.yaml --dataset (\S+) --input "
+                          r"tests/fixtures/\S+ --output OUT --seed 0 --format both "
+                          r"--shard_bytes=\d+ --min_shards=\d+\n")
 
 
 def test_generated_card_snippets_run(workspace):
     card = (workspace / "demo-out" / "README.md").read_text()
     found = blocks(card)
     assert {k for k, _, _ in found} <= KINDS
-    ran = 0
+    ran, rebuilt_configs = 0, []
     for kind, body, line in found:  # python from inside the folder, commands from the clone
+        if kind == "bash" and (m := REBUILD_FORM.fullmatch(body)):
+            rebuilt_configs.append(m.group(1))
+            if m.group(1) not in REBUILD:
+                continue
         if kind in ("bash", "python"):
             cwd = workspace / "demo-out" if kind == "python" else workspace
             execute(kind, body, cwd, f"demo-out/README.md:{line}")
             ran += 1
     assert ran >= 4
-    # the card's rebuild commands wrote OUT: byte for byte what the demo wrote
     demo = json.loads((workspace / "demo-out/manifest.json").read_text())
+    assert sorted(rebuilt_configs) == sorted(demo["configs"])  # one command per config
+    # the card's rebuild commands wrote OUT: byte for byte what the demo wrote
     rebuilt = json.loads((workspace / "OUT/manifest.json").read_text())
+    assert sorted(rebuilt["configs"]) == sorted(REBUILD)
     assert {f["path"]: f["sha256"] for f in rebuilt["files"]} == \
-        {f["path"]: f["sha256"] for f in demo["files"]}
+        {f["path"]: f["sha256"] for f in demo["files"] if f["config"] in REBUILD}
     for f in rebuilt["files"]:
         data = (workspace / "OUT" / f["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == f["sha256"]

@@ -492,16 +492,14 @@ def test_local_runs_cap_malloc_arenas(monkeypatch) -> None:
     assert os.environ["MALLOC_ARENA_MAX"] == "4"
 
 
-def test_demo_writes_one_output_that_datasets_loads(work, tmp_path) -> None:
+def test_demo_writes_one_output_that_datasets_loads(demo_workspace) -> None:
+    """The session's demo output (conftest: the demo entry point on six configs)."""
     import datasets
 
-    from trajcorpus.pipelines.demo import default_catalog, load_instructions, run_demo
-
-    out = tmp_path / "demo-out"
-    results = run_demo(str(out), default_catalog(), only=["demo-d4rl"], beam_args=ONE_WORKER,
-                       progress=False)
-    text = load_instructions(str(out), results)
-    assert f"datasets.load_dataset({str(out)!r}, 'demo-d4rl', split='train'" in text
+    out = demo_workspace.out
+    first = "demo-dqn-replay"  # the first of them in catalog.yaml
+    assert f"datasets.load_dataset({str(out)!r}, {first!r}, split='train'" in \
+        demo_workspace.stdout
     assert (out / "README.md").exists() and (out / "manifest.json").exists()
     ds = datasets.load_dataset(str(out), "demo-d4rl", split="train", streaming=True)
     ex = next(iter(ds))

@@ -183,3 +183,86 @@ def test_spill_refuses_garbage() -> None:
     bad_dtype = good.replace(b'"<i4"', b'"|O8"', 1)
     with pytest.raises(ShardError, match="dtype"):
         decode_record(bad_dtype)
+
+
+# --- edges found by mutation testing (docs/mutation-testing.md) ----------------------------------
+
+def test_window_edges_exact_fit_and_indices() -> None:
+    # a timestep of exactly L tokens is allowed, alone in its window
+    wins = cut_windows(np.array([100, 40, 60, 1]), 100, 0, lambda w: False, "ep")
+    assert [(w.index, w.start, w.stop) for w in wins] == [(0, 0, 1), (1, 1, 3), (2, 3, 4)]
+    # windows are numbered 0, 1, 2, ... and each number is asked about once, in order
+    asked: list[int] = []
+    wins = cut_windows(np.full(10, 10), 40, 20, lambda w: asked.append(w) or w == 1, "ep")
+    assert asked == [w.index for w in wins] == list(range(len(wins)))
+    # unprompted windows take all L tokens; the prompted one L - budget
+    assert [(w.start, w.stop, w.wants_prompt) for w in wins] == [
+        (0, 4, False), (4, 6, True), (6, 10, False)]
+
+
+def test_prompt_budget_edges() -> None:
+    # no budget: no window is drawn to carry a prompt, whatever the draw says
+    wins = cut_windows(np.full(6, 10), 30, 0, lambda w: True, "ep")
+    assert [(w.start, w.stop, w.wants_prompt) for w in wins] == [(0, 3, False), (3, 6, False)]
+    # a budget of one token still leaves room for it
+    wins = cut_windows(np.full(6, 10), 30, 1, lambda w: True, "ep")
+    assert [(w.start, w.stop, w.wants_prompt) for w in wins] == [
+        (0, 2, True), (2, 4, True), (4, 6, True)]
+    # a first step of exactly L - budget tokens fits beside the prompt
+    wins = cut_windows(np.array([70, 30]), 100, 30, lambda w: True, "ep")
+    assert [(w.start, w.stop, w.wants_prompt) for w in wins] == [(0, 1, True), (1, 2, True)]
+
+
+def test_concat_of_one_part_is_that_part() -> None:
+    ep = make_episode([5, 7], patches_per_step=2)
+    assert concat_tokenized([ep]) is ep
+
+
+def test_assemble_output_dtypes_and_flags() -> None:
+    ep = make_episode([20] * 4, patches_per_step=4, seed=3)
+    prompt = make_episode([20] * 2, patches_per_step=4, seed=4)
+    for p in (None, prompt):
+        seq = assemble(ep, p, 128)
+        assert {k: v.dtype for k, v in seq.as_dict().items()} == {
+            "tokens": np.int32, "modality": np.uint8, "loss_mask": np.uint8,
+            "local_position": np.int16, "is_prompt": np.uint8, "patches": np.uint8,
+            "patch_position": np.int16}
+        n = 0 if p is None else 40
+        assert seq.is_prompt.tolist() == [1] * n + [0] * (128 - n)
+
+
+def test_assemble_errors_name_where_and_why() -> None:
+    ep = make_episode([20] * 10)
+    with pytest.raises(TokenizeError) as e:
+        assemble(ep, None, 100)
+    assert str(e.value) == "sequence: 200 tokens do not fit in L=100"
+    with pytest.raises(TokenizeError) as e:
+        assemble(ep, None, 100, where="Pong/1/ep7 window 3")
+    assert str(e.value) == "Pong/1/ep7 window 3: 200 tokens do not fit in L=100"
+
+
+@pytest.mark.parametrize("case", ["patches", "slot_tokens"])
+def test_assemble_refuses_image_slots_that_do_not_match_the_patches(case: str) -> None:
+    ep = make_episode([20] * 2, patches_per_step=4, seed=5)
+    if case == "patches":  # 8 slots (modality and tokens agree) but 7 patches
+        ep.patches, ep.patch_position = ep.patches[:7], ep.patch_position[:7]
+        why = "8 image-patch slots but 7 patches"
+    else:  # 8 image slots and 8 patches, but one slot's token is not the patch slot
+        ep.tokens = ep.tokens.copy()
+        ep.tokens[0] = 5
+        why = "7 tokens hold the patch slot id -1 but 8 have the image modality"
+    with pytest.raises(TokenizeError) as e:
+        assemble(ep, None, 64, where="w")
+    assert str(e.value) == f"w: {why}"
+
+
+def test_vision_language_pack_is_one_pseudo_step() -> None:
+    recs = [_caption_record(10, 36, i) for i in range(3)]  # 46 tokens each
+    for length, n, patches, cropped in [(138, 138, 108, False), (200, 138, 108, False),
+                                        (100, 100, 72, True)]:
+        packed, was_cropped = pack_vl(recs, length)
+        assert was_cropped is cropped  # exactly L tokens is not cropped
+        assert packed.num_tokens == n and packed.patches.shape[0] == patches
+        assert packed.step_offsets.tolist() == [0, n]
+        assert packed.patch_offsets.tolist() == [0, patches]
+        packed.validate()

@@ -3,6 +3,7 @@ same agent whenever one exists, end/uniform split, share of prompted windows, bu
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -129,3 +130,43 @@ def test_uniform_starts_are_spread_over_the_episode() -> None:
     assert min(starts) == 0 and max(starts) == 95
     quarter = sum(s < 24 for s in starts) / len(starts)
     assert 0.2 < quarter < 0.3
+
+
+# --- edges found by mutation testing (docs/mutation-testing.md) ----------------------------------
+
+def test_a_window_is_drawn_when_its_draw_is_strictly_below_the_probability() -> None:
+    u = draw(3, "prompt", "ep", 5)
+    assert not wants_prompt(3, "ep", 5, u)  # P(draw < p) = p for a uniform draw
+    assert wants_prompt(3, "ep", 5, math.nextafter(u, 1.0))
+    assert not wants_prompt(3, "ep", 5, 0.0)
+    m = draw(3, "mode", "ep", 5)
+    assert choose_prompt(3, "ep", 5, ["a", "b"], m).mode == "uniform"
+    assert choose_prompt(3, "ep", 5, ["a", "b"], math.nextafter(m, 1.0)).mode == "end"
+
+
+def test_the_mode_is_drawn_per_window() -> None:
+    modes = {choose_prompt(0, "ep", w, ["a", "b"], 0.5).mode for w in range(64)}
+    assert modes == {"end", "uniform"}
+
+
+def test_merge_keeps_the_asked_sample_size() -> None:
+    ids = [f"ep{i}" for i in range(50)]
+    assert merge_bottom_k(0, [ids[:25], ids[25:]], k=3) == bottom_k(0, ids, k=3)
+    assert len(bottom_k(0, ids, k=3)) == 3
+
+
+def test_prompt_step_edges() -> None:
+    assert prompt_steps("end", 0.5, 0, 5, 10) is None  # an empty episode
+    assert prompt_steps("end", 0.5, 1, 5, 10) == (0, 1)  # one step is enough
+    assert prompt_steps("end", 0.5, 5, 0, 10) is None  # no tokens per step: nothing to fit
+    assert prompt_steps("end", 0.5, 5, 1, 3) == (2, 5)  # one token per step: 3 steps
+    assert prompt_steps("end", 0.5, 5, 10, 10) == (4, 5)  # a step exactly the budget fits
+
+
+def test_uniform_start_is_the_floor_of_u_times_the_number_of_starts() -> None:
+    # 10 steps, 3 per prompt: starts 0..7, each for 1/8 of u
+    got = [prompt_steps("uniform", u, 10, 10, 35)[0] for u in (0.0, 0.124, 0.125, 0.5, 0.8, 0.99)]
+    assert got == [0, 0, 1, 4, 6, 7]
+    # u = 1.0 happens: a 64-bit hash within 2**10 of 2**64 rounds to 1.0 as a float
+    assert float((1 << 64) - 1) / float(1 << 64) == 1.0
+    assert prompt_steps("uniform", 1.0, 10, 10, 35) == (7, 10)

@@ -7,6 +7,7 @@ import functools
 import gzip
 import io
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -44,9 +45,22 @@ def summarize(item: Episode | Rejected, keep_frames: bool) -> dict:
     }
 
 
-@functools.cache
 def read_units(game: str) -> dict[int, list[dict]]:
-    """Each unit read by its own Source instance: units must not depend on each other."""
+    """Each unit read by its own Source instance: units must not depend on each other.
+
+    Read once per session; but not under mutmut (docs/mutation-testing.md), which maps each
+    function to the tests that reach it: with the cache only the first test would."""
+    if "MUTANT_UNDER_TEST" in os.environ:
+        return _read_units(game)
+    return _cached_read_units(game)
+
+
+@functools.cache
+def _cached_read_units(game: str) -> dict[int, list[dict]]:
+    return _read_units(game)
+
+
+def _read_units(game: str) -> dict[int, list[dict]]:
     spans = {(e["checkpoint"], e["start_index"]) for e in gt_of(game)["episodes"]
              if e["spans_checkpoints"]}
     out: dict[int, list[dict]] = {}
@@ -352,6 +366,7 @@ def test_incomplete_tail_at_end_of_data_is_rejected(tmp_path):
     rejected = [r for r in items if isinstance(r, Rejected)]
     assert len(rejected) == 1
     assert "no terminal before end of data" in rejected[0].reason
+    assert rejected[0].task == "Breakout"
     assert f"{g['segments'][0]['num_transitions']} step(s)" in rejected[0].reason
     assert rejected[0].location == f"{run}/replay_logs ckpt 1 slot {g['start_index']}"
     assert len(items) - 1 == gt["checkpoints"][1]["complete_episodes_within"]
@@ -533,3 +548,94 @@ def test_padding_that_is_not_zero_is_an_error(tmp_path):
         np.save(f, reward)
     err = read_error(run, pad["checkpoint"])
     assert f"slot {pad['index']} should be zero padding" in err.reason
+
+
+# -------------------------------------------------------------------------------------------------
+# Stitching that cannot finish: the reason, location and task of the Rejected record
+# -------------------------------------------------------------------------------------------------
+def _save_gz(path: Path, array: np.ndarray) -> None:
+    with gzip.open(path, "wb") as f:
+        np.save(f, array)
+
+
+def _spanning(game: str, checkpoint: int) -> dict:
+    return next(g for g in gt_of(game)["episodes"]
+                if g["spans_checkpoints"] and g["checkpoint"] == checkpoint)
+
+
+def test_an_episode_running_into_an_unreadable_checkpoint_is_rejected(tmp_path):
+    run = copy_run(tmp_path)
+    reward = run / "replay_logs" / "$store$_reward_ckpt.1.gz"
+    with gzip.open(reward) as f:
+        short = np.load(f, allow_pickle=False)[:-1]
+    _save_gz(reward, short)
+    g = _spanning("Breakout", 0)
+    src = DqnReplaySource(str(run))
+    rejected = [r for r in src.read_unit(unit_of(src, 0)) if isinstance(r, Rejected)]
+    assert len(rejected) == 1
+    r = rejected[0]
+    assert r.task == "Breakout"
+    assert r.location == f"{run}/replay_logs ckpt 0 slot {g['start_index']}"
+    assert r.reason.startswith("episode continues into checkpoint 1, which cannot be read: ")
+    assert "length mismatch: 14999 slots" in r.reason
+
+
+def test_an_episode_running_into_unreadable_frames_is_rejected(tmp_path):
+    run = copy_run(tmp_path)
+    obs = run / "replay_logs" / "$store$_observation_ckpt.1.gz"
+    obs.write_bytes(obs.read_bytes()[:2000])  # the small arrays of checkpoint 1 stay good
+    g = _spanning("Breakout", 0)
+    src = DqnReplaySource(str(run))
+    rejected = [r for r in src.read_unit(unit_of(src, 0)) if isinstance(r, Rejected)]
+    assert len(rejected) == 1
+    r = rejected[0]
+    assert r.task == "Breakout"
+    assert r.location == f"{run}/replay_logs ckpt 0 slot {g['start_index']}"
+    assert r.reason.startswith("episode continues into checkpoint 1, whose frames cannot be "
+                               f"read: {run}/replay_logs/$store$_observation_ckpt.1.gz")
+
+
+@pytest.mark.parametrize("final_add_count", [5815, 35815])
+def test_an_episode_running_into_adds_at_an_unknown_place_is_rejected(tmp_path, final_add_count):
+    """Checkpoint 0 is missing and checkpoint 1 says it is below capacity, so where checkpoint 1
+    sits in the add stream is unknown: its tail cannot be joined to checkpoint 2, whether
+    checkpoint 2's own place is unknown too (below capacity) or known (full)."""
+    run = copy_run(tmp_path, drop=(0,))
+    logs = run / "replay_logs"
+    _save_gz(logs / "add_count_ckpt.1.gz", np.array(14999, np.int64))
+    _save_gz(logs / "add_count_ckpt.2.gz", np.array(final_add_count, np.int64))
+    (logs / "invalid_range_ckpt.1.gz").unlink()  # a cross-check only; it would disagree now
+    (logs / "invalid_range_ckpt.2.gz").unlink()
+    src = DqnReplaySource(str(run))
+    items = list(src.read_unit(unit_of(src, 1)))
+    rejected = [r for r in items if isinstance(r, Rejected)]
+    tail = rejected[-1]
+    assert tail.task == "Breakout"
+    assert tail.location.startswith(f"{run}/replay_logs ckpt 1 slot ")
+    assert tail.reason.startswith("incomplete episode: after ")
+    lost = "runs into an unknown number of add(s) between checkpoint 1 and 2 that no " \
+        "checkpoint holds"
+    if final_add_count < 15000:
+        assert tail.reason.endswith(f"{lost} (position in the add stream unknown)")
+    else:
+        assert tail.reason.endswith(lost)
+
+
+def test_an_episode_through_a_whole_checkpoint_counts_all_its_steps(tmp_path):
+    """Checkpoint 1 without a terminal: checkpoint 0's last episode runs through all of it; the
+    next checkpoint is not joined (its stale slots now differ from checkpoint 1's, so its lost
+    slot C-1 is not recovered) and the rejection counts the steps of both checkpoints."""
+    run = copy_run(tmp_path)
+    terminal = run / "replay_logs" / "$store$_terminal_ckpt.1.gz"
+    with gzip.open(terminal) as f:
+        flags = np.load(f, allow_pickle=False)
+    _save_gz(terminal, np.zeros_like(flags))
+    g = _spanning("Breakout", 0)
+    head = g["segments"][0]["num_transitions"]
+    src = DqnReplaySource(str(run))
+    rejected = [r for r in src.read_unit(unit_of(src, 0)) if isinstance(r, Rejected)]
+    assert len(rejected) == 1 and rejected[0].task == "Breakout"
+    assert rejected[0].location == f"{run}/replay_logs ckpt 0 slot {g['start_index']}"
+    assert rejected[0].reason.startswith(
+        f"incomplete episode: after {head + 15000} step(s) it runs into 1 add(s) between "
+        "checkpoint 1 and 2 that no checkpoint holds (stale slot ")

@@ -6,20 +6,21 @@ own expert return and threshold always, random and expert/human ends where the c
 source's metadata has them); names for every continuous dimension and every discrete action, with
 their source. The examples' ``meta`` carries the normalised score, the loaders decode action tokens
 into named actions, the card shows the tables, and one or two workers give the same statistics.
+The output is the session's demo output (conftest's ``demo_workspace``: every config with actions
+and an image-caption one); docs/statistics-and-semantics.md's snippets run in tests/test_docs_run.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-import shlex
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import DEMO_CONFIGS
 from trajcorpus.pipelines import run_job
 from trajcorpus.schemas.catalog import load_catalog
 from trajcorpus.schemas.stats import QUANTILE_NAMES, QUANTILES
@@ -30,24 +31,16 @@ from trajcorpus.tokenizers.scheme import Modality
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "catalog.yaml"
-ONE = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 TWO = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 WITH_ACTIONS = ("demo-minari", "demo-d4rl", "demo-dqn-replay", "demo-rlu-atari", "demo-rlds")
 LITERATURE = {"demo-d4rl", "demo-dqn-replay", "demo-rlu-atari"}  # catalog reference blocks
 MINARI_META = REPO / "tests/fixtures/mujoco/minari/trajcorpus-fixtures"
 
 
-def _run(config: str, out: Path, args=ONE) -> None:
-    run_job(catalog=str(CATALOG), dataset=config, output=str(out), fmt="parquet",
-            beam_args=[*args, "--shard_bytes=2000000"], progress=False)
-
-
 @pytest.fixture(scope="module")
-def out(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("trainer") / "OUT"
-    for config in (*WITH_ACTIONS, "demo-hf-image-parquet"):
-        _run(config, root)
-    return root
+def out(demo_workspace) -> Path:
+    assert set(DEMO_CONFIGS) >= {*WITH_ACTIONS, "demo-hf-image-parquet"}
+    return demo_workspace.out
 
 
 @pytest.fixture(scope="module")
@@ -218,29 +211,11 @@ def test_card_shows_the_tables(out):
 
 
 def test_two_workers_give_the_same_statistics(out, manifest, tmp_path):
-    _run("demo-minari", tmp_path / "two", TWO)
+    # the demo's settings (both formats, default shard size), two worker processes
+    run_job(catalog=str(CATALOG), dataset="demo-minari", output=str(tmp_path / "two"),
+            beam_args=TWO, progress=False)
     two = json.loads((tmp_path / "two/manifest.json").read_text())
     for key in ("statistics", "reference", "semantics", "statistics_state"):
         assert _info(two, "demo-minari")[key] == _info(manifest, "demo-minari")[key], key
     ours = {f["path"]: f["sha256"] for f in manifest["files"] if f["config"] == "demo-minari"}
     assert {f["path"]: f["sha256"] for f in two["files"]} == ours  # meta included
-
-
-def test_the_docs_snippets_run(tmp_path, capsys, monkeypatch):
-    """docs/statistics-and-semantics.md: its command runs (from the repository, OUT a fresh
-    folder), then its Python snippets run in order against that output."""
-    from trajcorpus.cli import main
-
-    text = (REPO / "docs/statistics-and-semantics.md").read_text()
-    commands = re.findall(r"```bash\n(.*?)```", text, re.S)
-    assert len(commands) == 2 and all(c.startswith("trajcorpus run ") for c in commands)
-    out = tmp_path / "OUT"
-    monkeypatch.chdir(REPO)
-    for command in commands:  # demo-minari, then demo-d4rl into the same folder (the Mixture)
-        assert main([str(out) if a == "OUT" else a for a in shlex.split(command)[1:]]) == 0
-    namespace = {"OUT": str(out)}
-    for block in re.findall(r"```python\n(.*?)```", text, re.S):
-        exec(compile(block, "docs/statistics-and-semantics.md", "exec"), namespace)
-    printed = capsys.readouterr().out
-    assert "['HalfCheetah-v5', 'Hopper-v5']" in printed and "thigh_joint torque" in printed
-    assert "['HalfCheetah-v5', 'Hopper-v5', 'hopper-mixed-v2']" in printed  # the Mixture

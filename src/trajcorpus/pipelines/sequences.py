@@ -102,8 +102,12 @@ def _pad(x: np.ndarray, n: int, value: int, dtype) -> np.ndarray:
 
 def _check_slots(tok: np.ndarray, modality: np.ndarray, num_patches: int, where: str) -> None:
     slots = int(np.count_nonzero(modality == Modality.IMAGE))
-    if slots != num_patches or int(np.count_nonzero(tok == PATCH_SLOT)) != slots:
+    if slots != num_patches:
         raise TokenizeError(where, f"{slots} image-patch slots but {num_patches} patches")
+    marked = int(np.count_nonzero(tok == PATCH_SLOT))
+    if marked != slots:
+        raise TokenizeError(where, f"{marked} tokens hold the patch slot id {PATCH_SLOT} but "
+                            f"{slots} have the image modality")
 
 
 def assemble(window: TokenizedEpisode, prompt: TokenizedEpisode | None, length: int,
