@@ -38,6 +38,7 @@ TASK_CATEGORIES: dict[str, tuple[str, ...]] = {
     "coco-captions": ("image-to-text",),
     "img2dataset": ("image-to-text",),
     "hf-image-parquet": ("image-to-text",),
+    "vpt": ("reinforcement-learning",),
 }
 _KIND_TAGS: dict[str, tuple[str, ...]] = {
     "dqn-replay": ("atari", "offline-rl"),
@@ -48,6 +49,7 @@ _KIND_TAGS: dict[str, tuple[str, ...]] = {
     "coco-captions": ("image-captioning",),
     "img2dataset": ("image-captioning",),
     "hf-image-parquet": ("image-captioning",),
+    "vpt": ("minecraft", "vpt", "gameplay-video", "behavior-cloning"),
 }
 # hub licence ids (https://huggingface.co/docs/hub/repositories-licenses) a catalog may name
 _HUB_LICENSES = frozenset({

@@ -38,6 +38,8 @@ KIND_FORMATS: dict[str, str] = {
     "img2dataset": "img2dataset WebDataset tar shards (image + `.txt` caption + `.json` status)",
     "hf-image-parquet": "Hugging Face Parquet: `Image` feature bytes + caption column",
     "rlds": "RLDS (TFDS layout): TFRecord files of serialized episodes with nested steps",
+    "vpt": "OpenAI VPT contractor recordings: Minecraft mp4 video + per-tick keyboard/mouse "
+           "`.jsonl` (MineRL buttons and camera degrees)",
 }
 _SHOWN_INFO_KEYS = frozenset({
     "catalog_entry", "entry", "catalog", "dataset", "command", "seed", "code_version", "version",

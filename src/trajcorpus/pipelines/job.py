@@ -206,7 +206,7 @@ def make_spec(entry: DatasetEntry, uri: str, output: str, seed: int, fmt: str, n
         entry=entry.model_dump(mode="json"), input=given or uri)
 
 
-TEXTLESS_KINDS = frozenset({"dqn-replay", "rlu-atari", "d4rl"})  # formats with no text fields
+TEXTLESS_KINDS = frozenset({"dqn-replay", "rlu-atari", "d4rl", "vpt"})  # formats with no text fields
 
 
 def _probe_has_text(spec: JobSpec, units: Sequence[Unit], limit: int = 3) -> bool:

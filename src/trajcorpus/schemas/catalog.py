@@ -35,7 +35,7 @@ __all__ = [
 
 SOURCE_KINDS: tuple[str, ...] = (
     "dqn-replay", "rlu-atari", "minari", "d4rl", "coco-captions", "img2dataset",
-    "hf-image-parquet", "rlds",
+    "hf-image-parquet", "rlds", "vpt",
 )
 MAX_YAML_NODES = 100_000  # an alias ("billion laughs") bomb expands past this and is refused
 

@@ -11,6 +11,7 @@ _MODULES = (
     "img2dataset",
     "hf_parquet",
     "rlds",
+    "vpt",
 )
 
 for _m in _MODULES:
