@@ -235,7 +235,7 @@ class VptSource(Source):
     kind = "vpt"
     description = ("OpenAI VPT contractor recordings: Minecraft screen video (mp4) with the "
                    "keyboard and mouse of every tick (jsonl), as MineRL actions")
-    task_categories = ("reinforcement-learning", "video-classification")
+    task_categories = ("reinforcement-learning",)
     tags = ("minecraft", "vpt", "gameplay-video", "behavior-cloning")
     carries_text = False
     Options = VptOptions
