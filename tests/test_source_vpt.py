@@ -138,11 +138,13 @@ def test_tokens_turn_back_into_minerl_actions() -> None:
         want = rec["actions"][str(line)]
         assert sorted(b for b in BUTTONS if a[b]) == want["buttons"]
         assert set(a) == {*BUTTONS, "camera"}
-        # the bin centre: within 1 % of the degrees (a zero camera decodes to exactly +-0.0025)
+        # the bin centre: within 1 % of the degrees (a zero camera decodes to +-1e-4 degrees)
         assert np.abs(a["camera"] - want["camera"]).max() <= \
             0.01 * np.abs(want["camera"]).max() + 3e-3
     with pytest.raises(SourceError, match="expected"):
         minerl_actions(discrete[:, :5], camera)
+    clipped = minerl_actions(np.zeros((1, 23), np.int64), np.float32([[180.95, -180.95]]))
+    assert clipped[0]["camera"].tolist() == [180.0, -180.0]
 
 
 def test_frame_size_resizes_while_decoding() -> None:

@@ -217,7 +217,8 @@ def parse_jsonl(data: bytes, uri: str, missing_hotbar: str = "quarantine") -> Pa
 def minerl_actions(discrete: np.ndarray, camera: np.ndarray) -> list[dict[str, Any]]:
     """Decoded action columns (:func:`~trajcorpus.tokenizers.decode_mixed_actions` with 23
     discrete dims) -> one MineRL action dict per step: each button 0/1, ``camera`` [pitch, yaw]
-    float degrees (the bin centre: within the mu-law bin error of the recorded value)."""
+    float degrees (the bin centre: within 1 % of the recorded value, 1e-4 degrees for 0; clipped
+    to MineRL's [-180, 180], since the bin of 180 decodes to 180.95)."""
     discrete, camera = np.asarray(discrete), np.asarray(camera)
     if discrete.ndim != 2 or discrete.shape[1] != len(BUTTONS) or camera.shape != (
             discrete.shape[0], 2):
@@ -225,8 +226,9 @@ def minerl_actions(discrete: np.ndarray, camera: np.ndarray) -> list[dict[str, A
                           f"got {discrete.shape} and {camera.shape}")
     if discrete.size and discrete.max() > 1:
         raise SourceError("actions", f"buttons must be 0 or 1, got {int(discrete.max())}")
-    return [{**{b: int(v) for b, v in zip(BUTTONS, row, strict=True)},
-             "camera": cam.astype(np.float64)} for row, cam in zip(discrete, camera, strict=True)]
+    camera = np.clip(camera.astype(np.float64), -180.0, 180.0)  # MineRL's Box(-180, 180)
+    return [{**{b: int(v) for b, v in zip(BUTTONS, row, strict=True)}, "camera": cam}
+            for row, cam in zip(discrete, camera, strict=True)]
 
 
 class VptSource(Source):
