@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 # docs/reliability.md, docs/security.md and docs/benchmarks.md document the test suite and the
 # benchmarks themselves (their commands are pytest and bench/ runs); the user-facing docs are these
 DOCS = ["README.md", "docs/architecture.md", "docs/dataset-card.md", "docs/output-format.md",
-        "docs/running-on-dataflow.md", "docs/tokenization.md"]
+        "docs/running-on-dataflow.md", "docs/tokenization.md", "docs/vpt.md"]
 DEMO_CONFIGS = ["demo-d4rl", "demo-rlds"]  # the configs the docs' snippets load
 FENCE = re.compile(r"^(`{3,})([^\n`]*)\n(.*?)^\1[ \t]*$", re.M | re.S)
 KINDS = {"bash", "python", "python torch", "text", "yaml", "json", "bash network",
