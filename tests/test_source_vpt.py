@@ -214,7 +214,9 @@ def test_null_mouse_or_keyboard_is_no_input_on_that_tick(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("mutate, where, words", [
-    (lambda ls: ls.__setitem__(7, "not json"), "line 7", "not JSON"),
+    (lambda ls: ls.__setitem__(7, "not json"), "line 7", "not JSON (Expecting value"),
+    (lambda ls: ls.__setitem__(8, "[" * 100_000 + "]" * 100_000), "line 8",
+     "nested too deeply"),
     (lambda ls: ls.__setitem__(3, [1, 2]), "line 3", "a line must be a JSON object, got list"),
     (lambda ls: ls[4]["mouse"].__setitem__("dx", "12"), "line 4", "field 'mouse.dx' must be int "
      "or float, got str"),
@@ -259,7 +261,8 @@ def test_a_recording_of_null_steps_only_is_quarantined(tmp_path) -> None:
 @pytest.mark.parametrize("index, words", [
     ("[1, 2]", "an index must be a JSON object"),
     ('{"basedir": "data/", "relpaths": ["../x"]}', "relpaths[0] must be a relative path"),
-    ("{nope", "cannot read the index"),
+    ("{nope", "not a JSON index: Expecting property name"),
+    ("[" * 5000 + "]" * 5000, "JSON nested deeper than the limit"),
 ])
 def test_bad_index_files_name_the_index(tmp_path, index, words) -> None:
     path = tmp_path / "index.json"

@@ -1851,13 +1851,26 @@ def _(fx: Path, out: Path) -> Built:
         "action", "{'descr': '<i4', 'fortran_order': False, 'shape': (2**70,), }"))
 
 
+def _vpt(fx: Path, out: Path) -> Built:
+    """Two VPT recordings (one with GUI stretches) and an index listing them and a lost one."""
+    relpaths = ["7.6/brisk-amber-otter-2fb9581649fd-20220412-101503",
+                "8.0/quiet-linen-heron-879997e26d5f-20220315-122354"]
+    for rel in relpaths:
+        (out / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".mp4", ".jsonl"):
+            shutil.copyfile(fx / "vpt" / "data" / f"{rel}{suffix}", out / "data" / f"{rel}{suffix}")
+    index = {"basedir": "data/", "relpaths": [*relpaths, "7.6/lost-upload-0123456789ab-20220412-103003"]}
+    (out / "index.json").write_text(json.dumps(index))
+    return Built(str(out / "index.json"))
+
+
 def build_clean(kind: str, dest: Path, variant: str = "", fixtures: Path = FIXTURES) -> Built:
     """The trimmed good input that the cases of ``kind`` (and ``variant``) break, unbroken."""
     makers: dict[tuple[str, str], Callable[[Path, Path], Built]] = {
         ("rlu-atari", ""): _rlu, ("rlds", ""): _rlds, ("minari", ""): _minari,
         ("minari", "arrow"): lambda fx, out: _minari(fx, out, "hopper/mixed-arrow-v0"),
         ("d4rl", ""): _d4rl, ("coco-captions", ""): _coco, ("img2dataset", ""): _i2d,
-        ("hf-image-parquet", ""): _hf, ("dqn-replay", ""): _dqn,
+        ("hf-image-parquet", ""): _hf, ("dqn-replay", ""): _dqn, ("vpt", ""): _vpt,
     }
     dest.mkdir(parents=True, exist_ok=True)
     return makers[(kind, variant)](fixtures, dest)

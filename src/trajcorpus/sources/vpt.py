@@ -47,9 +47,10 @@ import numpy as np
 import pydantic
 
 from .. import fs
-from ..errors import SourceError
+from ..errors import SourceError, one_line
 from ..schemas.episode import Episode, Rejected
 from .base import Source, SourceOptions, Unit
+from .metadata import parse_json
 from .vpt_video import decode_frames
 
 __all__ = ["VptSource", "KEYBOARD_BUTTON_MAPPING", "BUTTONS", "ACTION_NAMES",
@@ -148,8 +149,10 @@ def parse_jsonl(data: bytes, uri: str, missing_hotbar: str = "quarantine") -> Pa
         where = f"{uri} line {i}"
         try:
             step = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise SourceError(where, f"not JSON ({e})") from None
+        except ValueError as e:  # syntax, encoding, an integer beyond Python's digit limit
+            raise SourceError(where, f"not JSON ({one_line(e)})") from None
+        except RecursionError:
+            raise SourceError(where, "not JSON this reader accepts: nested too deeply") from None
         if not isinstance(step, dict):
             raise SourceError(where, f"a line must be a JSON object, got {type(step).__name__}")
         mouse, keyboard = step.get("mouse", {}), step.get("keyboard", {})
@@ -268,9 +271,10 @@ class VptSource(Source):
     def _index_entries(self) -> list[tuple[str, str]]:
         try:
             with fs.open_uri(self.uri, "rb") as f:
-                doc = json.loads(f.read())
-        except (OSError, ValueError) as e:
-            raise SourceError(self.uri, f"cannot read the index: {e}") from None
+                data = f.read()
+        except OSError as e:
+            raise SourceError(self.uri, f"cannot read the index: {one_line(e)}") from None
+        doc = parse_json(data, self.uri, what="index")
         if not isinstance(doc, dict) or not isinstance(doc.get("basedir"), str) or not \
                 isinstance(doc.get("relpaths"), list):
             raise SourceError(self.uri, "an index must be a JSON object with a string 'basedir' "
