@@ -92,3 +92,19 @@ def test_trainer_info_and_card_decode_mixed_actions(out) -> None:
     step = next(s for s in seq.steps if len(s.actions))
     assert step.action_kind == "mixed" and step.actions.dtype == np.float32
     assert (out / "README.md").read_text().count("demo-vpt") > 0
+
+
+def test_the_manifest_has_statistics_of_the_mixed_actions(out) -> None:
+    from trajcorpus.shards.stats import load_stats
+
+    info = load_stats(str(out), "demo-vpt")
+    s = info.field("actions", "build-house")
+    rec = TRUTH["recordings"]["8.0/quiet-linen-heron-879997e26d5f-20220315-122354"]
+    kept = [rec["actions"][str(k)] for k in rec["kept_default"]]
+    camera = np.array([a["camera"] for a in kept])
+    presses = np.array([[b in a["buttons"] for b in info.names("build-house", "actions")[:23]]
+                        for a in kept], float)
+    np.testing.assert_allclose(s["mean"][23:], camera.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(s["mean"][:23], presses.mean(axis=0), rtol=1e-6)
+    assert s["count"] == len(kept)
+
