@@ -220,6 +220,8 @@ def test_null_mouse_or_keyboard_is_no_input_on_that_tick(tmp_path) -> None:
     (lambda ls: ls.__setitem__(3, [1, 2]), "line 3", "a line must be a JSON object, got list"),
     (lambda ls: ls[4]["mouse"].__setitem__("dx", "12"), "line 4", "field 'mouse.dx' must be int "
      "or float, got str"),
+    (lambda ls: ls[4]["mouse"].__setitem__("dy", float("nan")), "line 4", "field 'mouse.dy' "
+     "must be a finite number, got nan"),
     (lambda ls: ls[5]["keyboard"].__setitem__("keys", [3]), "line 5", "field 'keyboard.keys' "
      "must be a list of str"),
     (lambda ls: ls[6].pop("isGuiOpen"), "line 6", "no 'isGuiOpen' field"),

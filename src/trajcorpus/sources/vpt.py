@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import posixpath
 import re
 from collections.abc import Iterator
@@ -115,6 +116,8 @@ def _field(obj: Any, name: str, types: type | tuple[type, ...], where: str,
     if not isinstance(v, tt) or (isinstance(v, bool) and bool not in tt):
         raise SourceError(where, f"field {label!r} must be "
                           f"{' or '.join(t.__name__ for t in tt)}, got {type(v).__name__}")
+    if isinstance(v, float) and not math.isfinite(v):  # JSON NaN/Infinity (Python writes them)
+        raise SourceError(where, f"field {label!r} must be a finite number, got {v}")
     return v
 
 
