@@ -7,8 +7,11 @@ buttons exact, camera in float degrees, the kept lines, the cursor boxes, skippe
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +280,45 @@ def test_bad_index_files_name_the_index(tmp_path, index, words) -> None:
 def test_an_empty_folder_names_the_folder(tmp_path) -> None:
     with pytest.raises(SourceError, match="no VPT recordings"):
         read(tmp_path)
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with HTTP Range support (what fsspec's HTTP reads need); quiet."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        rng = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if not rng or not path.is_file():
+            return super().do_GET()
+        data = path.read_bytes()
+        start, _, end = rng.removeprefix("bytes=").partition("-")
+        a, b = int(start), min(int(end) if end else len(data) - 1, len(data) - 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
+        self.send_header("Content-Length", str(b - a + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self.wfile.write(data[a:b + 1])
+
+
+def test_index_with_an_http_basedir(tmp_path) -> None:
+    handler = functools.partial(_RangeHandler, directory=str(VPT))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/data/"
+        index = json.loads((VPT / "index.json").read_text()) | {"basedir": base}
+        (tmp_path / "index.json").write_text(json.dumps(index))
+        eps, rej = read(tmp_path / "index.json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(e.episode_id for e in eps) == sorted(set(TRUTH["index"]["present"]) - {OLD})
+    assert sorted(r.kind for r in rej) == ["missing", "missing", "unit"]
+    for ep in eps:
+        assert ep.source["uri"].startswith(base)
+        check_episode(ep, RECS[ep.episode_id]["kept_default"])
