@@ -59,7 +59,7 @@ from trajcorpus.sources import open_source  # noqa: E402
 from trajcorpus.sources.base import UNEXPECTED  # noqa: E402
 
 KINDS = ("rlu-atari", "rlds", "minari", "d4rl", "coco-captions", "img2dataset",
-         "hf-image-parquet", "dqn-replay")
+         "hf-image-parquet", "dqn-replay", "vpt")
 EXAMPLES = int(os.environ.get("TRAJCORPUS_FUZZ_EXAMPLES", "8"))
 HANG_SECONDS = 60  # one read of a trimmed input takes well under 3 s
 MEMORY_HEADROOM = 3 << 30  # address space a read may add before it counts as a blow-up
@@ -327,6 +327,8 @@ def mutation(draw, files: list[str]) -> tuple[str, str, object]:
     ops = ["truncate", "flip", "rename"]
     if rel.endswith(".json"):
         ops += ["json", "json"]
+    if rel.endswith(".jsonl"):
+        ops += ["jsonl", "jsonl", "jsonl"]
     if rel.endswith(".gz") and "ckpt" in rel:
         ops += ["npy", "npy"]
     if rel.endswith((".hdf5", ".h5")):
@@ -363,6 +365,11 @@ def apply(root: Path, uri: str, rel: str, op: str, param) -> str:
         path.write_bytes(bytes(b))
     elif op == "json":
         path.write_bytes(mutate_json(data, param))
+    elif op == "jsonl":  # one line of a JSON-lines file
+        lines = data.split(b"\n")
+        i = param(st.integers(0, max(0, len(lines) - 2)))
+        lines[i] = mutate_json(lines[i], param)
+        path.write_bytes(b"\n".join(lines))
     elif op == "npy":
         path.write_bytes(mutate_npy_gz(data, param))
     elif op == "hdf5":
@@ -388,7 +395,7 @@ def test_mutated_input_never_escapes(clean, kind, data):
     folder, uri, options, n_clean, n_rejected_clean = clean[kind]
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     rel, op, param = data.draw(mutation(files), label="mutation")
-    if op in ("json", "npy", "hdf5", "arrow", "example", "member"):
+    if op in ("json", "jsonl", "npy", "hdf5", "arrow", "example", "member"):
         param = data.draw  # the mutators draw their own choices
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         root = Path(tmp) / "in"

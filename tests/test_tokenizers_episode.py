@@ -441,7 +441,8 @@ def test_decoding_actions_checks_and_defaults():
     mixed = dataclasses.replace(disc, tokens=disc.tokens.copy())
     mixed.tokens[np.flatnonzero(disc.modality == Modality.ACTION)[1]] = 32000
     assert _error(decode_actions, mixed) == \
-        "actions: action tokens mix the discrete and continuous ranges"
+        "actions: action tokens mix the discrete and continuous ranges (mixed actions " \
+        "decode with decode_mixed_actions)"
     over = dataclasses.replace(disc, tokens=disc.tokens.copy())
     over.tokens[np.flatnonzero(disc.modality == Modality.ACTION)[1]] = 1024
     assert _error(decode_actions, over).startswith("actions: ")

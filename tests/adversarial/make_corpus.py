@@ -2016,6 +2016,114 @@ def _(fx: Path, out: Path) -> Built:
     return _lr_info(change)(fx, out)
 
 
+VPT_GOOD = "7.6/brisk-amber-otter-2fb9581649fd-20220412-101503"  # 50 lines, no GUI
+VPT_GUI = "8.0/quiet-linen-heron-879997e26d5f-20220315-122354"  # 40 lines, GUI stretches
+
+
+def _vpt(fx: Path, out: Path, lines: Callable[[list], list] | None = None,
+         mp4: bytes | None = None, index: Any = None) -> Built:
+    """Two VPT recordings and an index listing them and a lost one; ``lines`` edits the first
+    recording's jsonl (a list of parsed lines, or raw strings for non-JSON), ``mp4`` replaces its
+    video, ``index`` the index document."""
+    relpaths = [VPT_GOOD, VPT_GUI]
+    for rel in relpaths:
+        (out / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".mp4", ".jsonl"):
+            shutil.copyfile(fx / "vpt" / "data" / f"{rel}{suffix}", out / "data" / f"{rel}{suffix}")
+    first = out / "data" / f"{VPT_GOOD}.jsonl"
+    if lines is not None:
+        edited = lines([json.loads(x) for x in first.read_text().splitlines()])
+        first.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n"
+                                 for x in edited))
+    if mp4 is not None:
+        (out / "data" / f"{VPT_GOOD}.mp4").write_bytes(mp4)
+    doc = {"basedir": "data/",
+           "relpaths": [*relpaths, "7.6/lost-upload-0123456789ab-20220412-103003"]}
+    (out / "index.json").write_text(json.dumps(doc if index is None else index))
+    return Built(str(out / "index.json"))
+
+
+def _vpt_line(i: int, edit: Callable[[dict], Any]) -> Callable[[list], list]:
+    def change(lines: list) -> list:
+        lines[i] = edit(lines[i])
+        return lines
+    return change
+
+
+def _without(key: str) -> Callable[[dict], dict]:
+    return lambda d: {k: v for k, v in d.items() if k != key}
+
+
+@case("vpt-line-not-json", "vpt", "quarantine",
+      r"brisk-amber-otter.*\.jsonl line 5: not JSON", survivors=1)
+def _(fx: Path, out: Path) -> Built:
+    """vpt: line 5 of a recording's jsonl is not JSON (a cut write)"""
+    return _vpt(fx, out, _vpt_line(5, lambda d: json.dumps(d)[:40]))
+
+
+@case("vpt-no-hotbar", "vpt", "quarantine",
+      r"\.jsonl line 0: no hotbar field \(recorder < 6\.11\)", survivors=1)
+def _(fx: Path, out: Path) -> Built:
+    """vpt: a recording without `hotbar` on any line (recorder < 6.11; the reference crashes)"""
+    return _vpt(fx, out, lambda ls: [_without("hotbar")(d) for d in ls])
+
+
+@case("vpt-hotbar-on-some-lines", "vpt", "quarantine",
+      r"\.jsonl line 9: field 'hotbar' is present on some lines only", survivors=1)
+def _(fx: Path, out: Path) -> Built:
+    """vpt: one line lacks the `hotbar` the others have"""
+    return _vpt(fx, out, _vpt_line(9, _without("hotbar")))
+
+
+@case("vpt-nan-mouse", "vpt", "quarantine",
+      r"\.jsonl line 4: field 'mouse\.dy' must be a finite number, got nan", survivors=1)
+def _(fx: Path, out: Path) -> Built:
+    """vpt: a mouse motion written as NaN"""
+    return _vpt(fx, out, _vpt_line(4, lambda d: {**d, "mouse": {**d["mouse"], "dy": float("nan")}}))
+
+
+@case("vpt-keys-wrong-type", "vpt", "quarantine",
+      r"\.jsonl line 2: field 'keyboard\.keys' must be a list of str", survivors=1)
+def _(fx: Path, out: Path) -> Built:
+    """vpt: `keyboard.keys` holds a number"""
+    return _vpt(fx, out, _vpt_line(2, lambda d: {**d, "keyboard": {**d["keyboard"], "keys": [7]}}))
+
+
+@case("vpt-video-shorter", "vpt", "quarantine",
+      r"brisk-amber-otter.*\.mp4: the video has 40 frames but the jsonl has 50 lines", survivors=1)
+def _(fx: Path, out: Path) -> Built:
+    """vpt: the video has fewer frames (40) than the jsonl has lines (50)"""
+    return _vpt(fx, out, mp4=(fx / "vpt" / "data" / f"{VPT_GUI}.mp4").read_bytes())
+
+
+@case("vpt-garbage-mp4", "vpt", "quarantine",
+      r"brisk-amber-otter.*\.mp4: cannot decode the video at frame 0", survivors=1)
+def _(fx: Path, out: Path) -> Built:
+    """vpt: the mp4 is garbage after a valid-looking ftyp box"""
+    return _vpt(fx, out, mp4=b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+
+
+@case("vpt-index-list", "vpt", "error", r"index\.json: an index must be a JSON object")
+def _(fx: Path, out: Path) -> Built:
+    """vpt: the index is a JSON list of relpaths"""
+    return _vpt(fx, out, index=[VPT_GOOD])
+
+
+@case("vpt-index-escape", "vpt", "error",
+      r"index\.json: relpaths\[0\] must be a relative path without '\.\.'")
+def _(fx: Path, out: Path) -> Built:
+    """vpt: a relpath climbs out of the basedir with '..'"""
+    return _vpt(fx, out, index={"basedir": "data/", "relpaths": ["../../etc/passwd"]})
+
+
+@case("vpt-options-garbage", "vpt", "ignored", r"", survivors=2)
+def _(fx: Path, out: Path) -> Built:
+    """vpt: a recording's -options.json is garbage (never read)"""
+    built = _vpt(fx, out)
+    (out / "data" / f"{VPT_GOOD}-options.json").write_bytes(b"\xff\xfe{{{ not json")
+    return built
+
+
 def build_clean(kind: str, dest: Path, variant: str = "", fixtures: Path = FIXTURES) -> Built:
     """The trimmed good input that the cases of ``kind`` (and ``variant``) break, unbroken."""
     makers: dict[tuple[str, str], Callable[[Path, Path], Built]] = {
@@ -2025,6 +2133,7 @@ def build_clean(kind: str, dest: Path, variant: str = "", fixtures: Path = FIXTU
         ("hf-image-parquet", ""): _hf, ("dqn-replay", ""): _dqn,
         ("lerobot", ""): _lerobot,
         ("lerobot", "v21"): lambda fx, out: _lerobot(fx, out, "v21_video"),
+        ("vpt", ""): _vpt,
     }
     dest.mkdir(parents=True, exist_ok=True)
     return makers[(kind, variant)](fixtures, dest)

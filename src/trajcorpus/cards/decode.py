@@ -34,7 +34,7 @@ class DecodedStep:
     continuous_obs: np.ndarray  # float32 decoded observation values
     discrete_obs: np.ndarray  # int32
     actions: np.ndarray  # float32 (continuous) or int32 (discrete)
-    action_kind: str  # "continuous", "discrete" or "none"
+    action_kind: str  # "continuous", "discrete", "mixed" or "none"
 
 
 @dataclasses.dataclass
@@ -132,6 +132,10 @@ def decode_example(ex: Mapping[str, Any], *, obs_mu_law: bool = True, action_mu_
         act = t[m == Modality.ACTION]
         if len(act) and (act >= CONTINUOUS_OFFSET).all():
             actions, kind = decode_continuous_tokens(act, action_mu_law), "continuous"
+        elif len(act) and (act >= CONTINUOUS_OFFSET).any():  # mixed: ids, then continuous
+            cont = act >= CONTINUOUS_OFFSET
+            actions, kind = act.astype(np.float32), "mixed"
+            actions[cont] = decode_continuous_tokens(act[cont], action_mu_law)
         elif len(act):
             actions, kind = act.astype(np.int32), "discrete"
         else:

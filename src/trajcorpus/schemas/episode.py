@@ -31,9 +31,9 @@ __all__ = [
 ]
 
 ObsKind = Literal["image", "continuous", "discrete", "text"]
-ActionKind = Literal["discrete", "continuous", "none"]
+ActionKind = Literal["discrete", "continuous", "mixed", "none"]
 OBS_KINDS: tuple[str, ...] = ("text", "image", "continuous", "discrete")
-ACTION_KINDS: tuple[str, ...] = ("discrete", "continuous", "none")
+ACTION_KINDS: tuple[str, ...] = ("discrete", "continuous", "mixed", "none")
 _KIND_RANK = {"text": 0, "image": 1, "continuous": 2, "discrete": 2}
 
 
@@ -55,6 +55,11 @@ class Episode:
     ``actions`` is ``[T]`` or ``[T, A]``; image-caption records use ``action_kind="none"`` and an
     empty ``[T, 0]`` array. ``return_`` is the sum of rewards as the source stores them, computed by
     the reader in float64 before any cast.
+
+    ``action_kind="mixed"`` (e.g. VPT: 23 buttons + a camera) is one float ``[T, A]`` array whose
+    first ``discrete_action_dims`` columns are discrete values (whole numbers in [0, 1024), exact in
+    float32) and whose other columns are continuous; the tokenizer emits them in that order.
+    ``discrete_action_dims`` is 0 for every other kind.
     """
 
     dataset: str
@@ -71,6 +76,7 @@ class Episode:
     is_truncated: bool
     return_: float
     source: dict[str, Any]
+    discrete_action_dims: int = 0
 
     @property
     def length(self) -> int:
@@ -131,12 +137,35 @@ class Episode:
             if a.size:
                 fail("actions", "action_kind 'none' needs an empty [T, 0] array")
             return
+        if self.action_kind == "mixed":
+            self._validate_mixed(fail, a)
+            return
+        if self.discrete_action_dims:
+            fail("discrete_action_dims", f"must be 0 unless action_kind is 'mixed', got "
+                 f"{self.discrete_action_dims}")
         if self.action_kind == "discrete":
             _check_discrete(fail, "actions", a)
         else:
             if a.dtype.kind != "f":
                 fail("actions", f"continuous actions must be float, got {a.dtype}")
             _check_finite(fail, "actions", a)
+
+    def _validate_mixed(self, fail, a: np.ndarray) -> None:
+        d = self.discrete_action_dims
+        if a.ndim != 2 or a.dtype.kind != "f":
+            fail("actions", f"mixed actions must be a float [T, A] array, got {a.dtype} "
+                 f"{a.shape}")
+        if not isinstance(d, (int, np.integer)) or not 0 < d < a.shape[1]:
+            fail("discrete_action_dims", f"must be in [1, {a.shape[1]}) for mixed actions "
+                 f"(leading discrete columns, at least one continuous), got {d!r}")
+        head = a[:, :d]
+        whole = np.isfinite(head) & (head == np.floor(head))
+        if not whole.all():
+            idx = tuple(int(i) for i in np.argwhere(~whole)[0])
+            fail("actions", f"discrete value {head[idx].item()!r} at index {idx} is not an "
+                 "integer")
+        _check_discrete(fail, "actions", head.astype(np.int64))
+        _check_finite(fail, "actions", a[:, d:])
 
     def _validate_observation(self, fail, name: str, n: int) -> None:
         field = f"observations/{name}"
@@ -259,6 +288,7 @@ EPISODE_ARROW_SCHEMA = pa.schema([
     ("text", pa.map_(pa.string(), pa.list_(pa.string()))),
     ("actions", _ARRAY),
     ("action_kind", pa.string()),
+    ("discrete_action_dims", pa.int64()),
     ("rewards", _ARRAY),
     ("is_terminal", pa.bool_()),
     ("is_truncated", pa.bool_()),
@@ -288,7 +318,8 @@ def episode_to_arrow(episodes: list[Episode]) -> pa.Table:
             "observation_kinds": list(kinds.items()),
             "text": [(k, [str(s) for s in v]) for k, v in e.observations.items()
                      if kinds[k] == "text"],
-            "actions": _arr(e.actions), "action_kind": e.action_kind, "rewards": _arr(e.rewards),
+            "actions": _arr(e.actions), "action_kind": e.action_kind,
+            "discrete_action_dims": int(e.discrete_action_dims), "rewards": _arr(e.rewards),
             "is_terminal": bool(e.is_terminal), "is_truncated": bool(e.is_truncated),
             "return": float(e.return_), "length": e.length,
             "source": json.dumps(e.source, sort_keys=True),
@@ -306,6 +337,6 @@ def episode_from_arrow(table: pa.Table) -> list[Episode]:
             order=tuple(r["order"]), observations=obs, observation_kinds=dict(r["observation_kinds"]),
             actions=_unarr(r["actions"]), action_kind=r["action_kind"], rewards=_unarr(r["rewards"]),
             is_terminal=r["is_terminal"], is_truncated=r["is_truncated"], return_=r["return"],
-            source=json.loads(r["source"]),
+            source=json.loads(r["source"]), discrete_action_dims=r["discrete_action_dims"],
         ))
     return out

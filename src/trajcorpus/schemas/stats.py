@@ -302,7 +302,9 @@ class RawStats:
 def episode_stats(observations: Mapping[str, np.ndarray], kinds: Mapping[str, str],
                   actions: np.ndarray, action_kind: str, *, k: int = KLL_K,
                   exact_limit: int = EXACT_LIMIT) -> RawStats:
-    """The statistics of one episode's continuous observation fields and continuous actions."""
+    """The statistics of one episode's continuous observation fields and continuous actions
+    (mixed actions: every column, the discrete ones as their values, e.g. a button's press rate
+    as its mean)."""
     fields = {_obs_key(name): FieldStats.of(observations[name], k=k, exact_limit=exact_limit)
               for name, kind in kinds.items() if kind == "continuous"}
     schema = {_obs_key(name): (kind, None if kind in ("image", "text")
@@ -310,7 +312,7 @@ def episode_stats(observations: Mapping[str, np.ndarray], kinds: Mapping[str, st
               for name, kind in kinds.items()}
     if action_kind != "none":
         schema[ACTIONS] = (action_kind, tuple(int(s) for s in actions.shape[1:]))
-    if action_kind == "continuous" and actions.size:
+    if action_kind in ("continuous", "mixed") and actions.size:  # mixed: every column
         fields[ACTIONS] = FieldStats.of(actions, k=k, exact_limit=exact_limit)
     return RawStats(fields, schema)
 

@@ -102,6 +102,15 @@ class TrainerInfo:
                                  f"outside the game's {len(names)} actions")
             return DecodedActions(idx, [names[i] for i in idx])
         width = int(np.prod(sem["shape"])) if sem.get("shape") else 1
+        if sem["kind"] == "mixed":  # discrete ids stay ids, continuous tokens are decoded
+            if t.size % width:
+                raise ShardError(f"{self.config} task {task!r}", f"expected whole steps of "
+                                 f"{width} action tokens, got {t.size} tokens")
+            flat = t.ravel()
+            cont = flat >= CONTINUOUS_OFFSET
+            values = decode_discrete(np.where(cont, 0, flat), field="actions").astype(np.float32)
+            values[cont] = decode_continuous(flat[cont], self.mu_law("actions"), field="actions")
+            return DecodedActions(values.reshape(-1, width), names)
         if t.size % width or (t.size and t.min() < CONTINUOUS_OFFSET):
             raise ShardError(f"{self.config} task {task!r}", f"expected whole steps of {width} "
                              f"continuous action tokens, got {t.size} tokens")

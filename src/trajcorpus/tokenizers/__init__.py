@@ -37,7 +37,13 @@ from .scheme import (
     Modality,
 )
 from .text import TextTokenizer, train_text_model
-from .timesteps import EpisodeTokenizer, action_tokens, decode_actions, observation_tokens
+from .timesteps import (
+    EpisodeTokenizer,
+    action_tokens,
+    decode_actions,
+    decode_mixed_actions,
+    observation_tokens,
+)
 from .tokenized import TokenizedEpisode
 
 __all__ = [
@@ -48,5 +54,5 @@ __all__ = [
     "patchify", "patchify_batch", "patch_grid", "unpatchify", "normalize_patches",
     "resize_images", "to_channels", "default_image_size",
     "TextTokenizer", "train_text_model",
-    "EpisodeTokenizer", "decode_actions", "action_tokens", "observation_tokens",
+    "EpisodeTokenizer", "decode_actions", "decode_mixed_actions", "action_tokens", "observation_tokens",
 ]

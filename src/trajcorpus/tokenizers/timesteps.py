@@ -47,7 +47,8 @@ from .scheme import (
 from .text import TextTokenizer
 from .tokenized import TokenizedEpisode
 
-__all__ = ["EpisodeTokenizer", "decode_actions", "observation_tokens", "action_tokens"]
+__all__ = ["EpisodeTokenizer", "decode_actions", "decode_mixed_actions", "observation_tokens",
+           "action_tokens"]
 
 _MAX_LOCAL_POSITION = np.iinfo(np.int16).max
 
@@ -234,12 +235,24 @@ class EpisodeTokenizer:
                 tokens = encode_discrete(a, field="actions")
             elif ep.action_kind == "continuous":
                 tokens = encode_continuous(a, self.mu_law_for("actions"), field="actions")
+            elif ep.action_kind == "mixed":
+                tokens = self._mixed_actions(a, ep.discrete_action_dims)
             else:
                 raise TokenizeError("field 'action_kind'", f"unknown action kind "
                                     f"{ep.action_kind!r}")
         except TokenizeError as e:
             raise TokenizeError(f"{where} {e.where}", e.reason) from None
         return _Block(a.shape[1], Modality.ACTION, tokens)
+
+    def _mixed_actions(self, a: np.ndarray, d: int) -> np.ndarray:
+        """Leading ``d`` columns as discrete ids, the rest as continuous tokens (docs/tokenization.md
+        "Mixed actions"); the continuous part follows the mu-law setting of ``actions``."""
+        if not 0 < d < a.shape[1]:
+            raise TokenizeError("field 'discrete_action_dims'", f"must be in [1, {a.shape[1]}) "
+                                f"for mixed actions, got {d}")
+        return np.concatenate([encode_discrete(a[:, :d], field="actions"),
+                               encode_continuous(a[:, d:], self.mu_law_for("actions"),
+                                                 field="actions")], axis=1)
 
     @staticmethod
     def _body(blocks: list[_Block], t_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -329,6 +342,11 @@ class EpisodeTokenizer:
         """Per-step actions [T, A] under this tokenizer's mu-law setting for "actions"."""
         return decode_actions(tokenized, mu_law=self.mu_law_for("actions"))
 
+    def decode_mixed_actions(self, tokenized: TokenizedEpisode,
+                             discrete_dims: int) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`decode_mixed_actions` under this tokenizer's mu-law setting for "actions"."""
+        return decode_mixed_actions(tokenized, discrete_dims, mu_law=self.mu_law_for("actions"))
+
 
 # --- decoding (module level: trainers need no settings object) ---------------------------------
 
@@ -361,7 +379,20 @@ def decode_actions(tokenized: TokenizedEpisode, *, mu_law: bool = True) -> np.nd
         return decode_continuous(a, mu_law, field="actions")
     if (a < DISCRETE_LIMIT).all():
         return decode_discrete(a, field="actions")
-    raise TokenizeError("actions", "action tokens mix the discrete and continuous ranges")
+    raise TokenizeError("actions", "action tokens mix the discrete and continuous ranges "
+                        "(mixed actions decode with decode_mixed_actions)")
+
+
+def decode_mixed_actions(tokenized: TokenizedEpisode, discrete_dims: int, *,
+                         mu_law: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Mixed actions (``action_kind="mixed"``) -> (discrete [T, D] int64 exactly, continuous
+    [T, A - D] float32 at bin centres). A token in the wrong range for its column is an error."""
+    a = action_tokens(tokenized)
+    if not 0 < discrete_dims < max(a.shape[1], 1):
+        raise TokenizeError("actions", f"discrete_dims must be in [1, {a.shape[1]}) for "
+                            f"{a.shape[1]} action tokens per step, got {discrete_dims}")
+    return (decode_discrete(a[:, :discrete_dims], field="actions"),
+            decode_continuous(a[:, discrete_dims:], mu_law, field="actions"))
 
 
 def observation_tokens(tokenized: TokenizedEpisode) -> list[np.ndarray]:
