@@ -422,3 +422,30 @@ def test_write_and_verify_on_gcs(gcs):
     report = verify_output(out)
     assert report.mismatched == [files[1].path]
     assert report.extra == ["data/c/stray.parquet"]
+
+
+def test_config_info_is_one_typed_record_on_both_sides(tmp_path):
+    """The manifest's per-config info is checked against shards.configinfo.ConfigInfo when it is
+    written and when it is read: a misspelt key or a mistyped value is one error naming it."""
+    from trajcorpus.shards.configinfo import ConfigInfo
+
+    a = write_config(tmp_path, "alpha", make_examples(4, seed=3, prefix="a"), 1,
+                     formats=("parquet",))
+    with pytest.raises(ShardError, match=r"'info.num_shard'.*Extra inputs"):
+        write_manifest(str(tmp_path), a, "alpha", {"num_shard": 1})
+    with pytest.raises(ShardError, match=r"'info.index.sha256'"):
+        write_manifest(str(tmp_path), a, "alpha", {"index": {"path": "i", "bytes": 1}})
+    with pytest.raises(ShardError, match=r"'info.seed'"):
+        write_manifest(str(tmp_path), a, "alpha", {"seed": "1"})
+    assert not (tmp_path / "manifest.json").exists()  # nothing half-written
+    write_manifest(str(tmp_path), a, "alpha", {"seed": 1, "num_shards": 1})
+    # a reader meets a record some other writer changed by hand: refused at once, by name
+    raw = json.loads((tmp_path / "manifest.json").read_text())
+    raw["configs"]["alpha"]["info"]["statistic"] = {}
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ShardError, match=r"config 'alpha' field 'info.statistic'"):
+        read_manifest(str(tmp_path))
+    # every key the job writes is declared (the demo outputs of the other tests are read through
+    # read_manifest, so a key the job adds without declaring it fails those tests too)
+    assert {"command", "catalog_entry", "settings", "source", "statistics", "index",
+            "statistics_state", "tokenization", "action_mapping"} <= set(ConfigInfo.model_fields)

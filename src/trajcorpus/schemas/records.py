@@ -5,9 +5,9 @@ this one module, so a field cannot be renamed on one side only.
   ``{config}.rejected.jsonl`` and ``{config}.episodes.jsonl`` (one :class:`EpisodeSummary` row
   per read episode, with its keep decision): their paths come from :func:`audit_paths`;
 * the manifest (``manifest.json``) is owned by :mod:`trajcorpus.shards.manifest`, which writes
-  and reads it; its per-config ``info`` is still a mapping assembled by
-  ``pipelines.finalize`` (each block by its own module: ``trainer_info``, ``shards.index``,
-  ``shards.statsfile``, the token scheme's record).
+  and reads it; its per-config ``info`` is the typed :class:`trajcorpus.shards.configinfo.
+  ConfigInfo`, checked on both sides (its blocks are built by their own modules:
+  ``pipelines.trainer_info``, ``shards.index``, ``shards.statsfile``, the token scheme).
 
 The version of these records is the manifest's (``shards.manifest.MANIFEST_VERSION``): a change
 of any field here is a change of that version.

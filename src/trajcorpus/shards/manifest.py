@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .. import __version__, fs
 from ..errors import ShardError
+from .configinfo import check_info
 from .layout import DATA_DIR, parse_relpath
 from .writer import ShardFile, atomic_open
 
@@ -108,9 +109,10 @@ def write_manifest(out: str, files: list[ShardFile], config: str, info: dict) ->
     """
     files = _check_files(files, config)
     try:
-        json.dumps(info)
+        info = json.loads(json.dumps(info))  # what a reader will see (tuples become lists)
     except (TypeError, ValueError) as e:
         raise ShardError(f"manifest info of {config!r}", f"not JSON-serialisable: {e}") from None
+    check_info(config, info, "manifest being written")
     uri = fs.join(out, MANIFEST)
     old = read_manifest(out) if fs.exists(uri) else Manifest(files=[], configs={})
     kept = [f for f in old.files if f.config != config]
@@ -141,6 +143,8 @@ def read_manifest(out: str) -> Manifest:
         configs = {name: entry["info"] for name, entry in data["configs"].items()}
     except (KeyError, TypeError) as e:
         raise ShardError(uri, f"malformed manifest: missing {e}") from None
+    for name, info in configs.items():
+        check_info(name, info, uri)
     known = {"version", "created_by", "configs", "files"}
     return Manifest(files=files, configs=configs, version=data["version"],
                     created_by=data.get("created_by", ""), uri=uri,
