@@ -563,12 +563,9 @@ def _spanning(game: str, checkpoint: int) -> dict:
                 if g["spans_checkpoints"] and g["checkpoint"] == checkpoint)
 
 
-def test_an_episode_running_into_an_unreadable_checkpoint_is_rejected(tmp_path):
-    run = copy_run(tmp_path)
-    reward = run / "replay_logs" / "$store$_reward_ckpt.1.gz"
-    with gzip.open(reward) as f:
-        short = np.load(f, allow_pickle=False)[:-1]
-    _save_gz(reward, short)
+def _the_rejected_spanning_episode(run) -> Rejected:
+    """Checkpoint 0's one Rejected: Breakout's episode that runs on into checkpoint 1, named by
+    its task and its first slot."""
     g = _spanning("Breakout", 0)
     src = DqnReplaySource(str(run))
     rejected = [r for r in src.read_unit(unit_of(src, 0)) if isinstance(r, Rejected)]
@@ -576,6 +573,16 @@ def test_an_episode_running_into_an_unreadable_checkpoint_is_rejected(tmp_path):
     r = rejected[0]
     assert r.task == "Breakout"
     assert r.location == f"{run}/replay_logs ckpt 0 slot {g['start_index']}"
+    return r
+
+
+def test_an_episode_running_into_an_unreadable_checkpoint_is_rejected(tmp_path):
+    run = copy_run(tmp_path)
+    reward = run / "replay_logs" / "$store$_reward_ckpt.1.gz"
+    with gzip.open(reward) as f:
+        short = np.load(f, allow_pickle=False)[:-1]
+    _save_gz(reward, short)
+    r = _the_rejected_spanning_episode(run)
     assert r.reason.startswith("episode continues into checkpoint 1, which cannot be read: ")
     assert "length mismatch: 14999 slots" in r.reason
 
@@ -584,13 +591,7 @@ def test_an_episode_running_into_unreadable_frames_is_rejected(tmp_path):
     run = copy_run(tmp_path)
     obs = run / "replay_logs" / "$store$_observation_ckpt.1.gz"
     obs.write_bytes(obs.read_bytes()[:2000])  # the small arrays of checkpoint 1 stay good
-    g = _spanning("Breakout", 0)
-    src = DqnReplaySource(str(run))
-    rejected = [r for r in src.read_unit(unit_of(src, 0)) if isinstance(r, Rejected)]
-    assert len(rejected) == 1
-    r = rejected[0]
-    assert r.task == "Breakout"
-    assert r.location == f"{run}/replay_logs ckpt 0 slot {g['start_index']}"
+    r = _the_rejected_spanning_episode(run)
     assert r.reason.startswith("episode continues into checkpoint 1, whose frames cannot be "
                                f"read: {run}/replay_logs/$store$_observation_ckpt.1.gz")
 
