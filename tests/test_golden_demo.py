@@ -3,7 +3,10 @@
 ``tests/fixtures/golden/demo_outputs.json`` holds, per recorded ``demo-*`` catalog entry, the
 sha256 of every file the job writes for it (shards of both formats, episode index, audit files,
 tokenizer model, card images) and of its manifest section; plus the card and the manifest's file
-list of the whole folder. Recorded with the code before #14 by::
+list of the whole folder. First recorded with the code before #14; re-recorded after #14, #15,
+#16, #18 and #21 landed to add their demo entries (every earlier entry's files and manifest values
+unchanged, checked when re-recording; the card covers all configs of the folder, so it changed).
+Record by::
 
     PYTHONPATH=src python tests/test_golden_demo.py --record
 
