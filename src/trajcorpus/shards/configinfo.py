@@ -54,13 +54,13 @@ class SidecarEntry(_Record):
 class RunSettings(_Record):
     """The settings that shaped the tokens (each block is the catalog model's own dump)."""
 
-    filter: dict[str, Any]
-    tokenize: dict[str, Any]
-    sequence: dict[str, Any]
-    shard_bytes: int
-    min_shards: int
-    formats: list[str]
-    prompt_candidates_per_agent: int
+    filter: dict[str, Any] | None = None
+    tokenize: dict[str, Any] | None = None
+    sequence: dict[str, Any] | None = None
+    shard_bytes: int | None = None
+    min_shards: int | None = None
+    formats: list[str] | None = None
+    prompt_candidates_per_agent: int | None = None
 
 
 class ConfigInfo(_Record):
