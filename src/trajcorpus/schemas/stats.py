@@ -124,12 +124,17 @@ class FieldStats:
             mine.merge(t)
         return self
 
+    def _sorted_columns(self) -> np.ndarray:
+        """The exact stage's values, each dimension sorted: independent of the merge order."""
+        if not self.values:
+            return np.zeros((0, self.dims))
+        return np.sort(np.concatenate(self.values), axis=0)
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready per-dimension lists: count, mean, std (population), min, max, quantiles."""
         out: dict[str, Any] = {"shape": list(self.shape), "count": int(self.n)}
         if self.exact:
-            cols = np.sort(np.concatenate(self.values), axis=0) if self.values else \
-                np.zeros((0, self.dims))
+            cols = self._sorted_columns()
             # from the sorted values: the same numbers whatever order episodes were merged in
             mean, std = cols.mean(axis=0), cols.std(axis=0)
             qs = np.quantile(cols, QUANTILES, axis=0, method="inverted_cdf")
@@ -167,8 +172,7 @@ class FieldStats:
     def to_state(self) -> dict[str, Any]:
         mean, m2, values = self.mean, self.m2, None
         if self.values is not None:  # exact stage: everything from the sorted columns, so the
-            cols = np.sort(np.concatenate(self.values), axis=0) if self.values else \
-                np.zeros((0, self.dims))  # bytes do not depend on the order parts merged in
+            cols = self._sorted_columns()  # bytes do not depend on the order parts merged in
             if cols.shape[0]:
                 mean = cols.mean(axis=0)
                 m2 = ((cols - mean) ** 2).sum(axis=0)
