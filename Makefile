@@ -4,6 +4,9 @@
 #   make test                       + the dev tools (pytest, ruff, ...), then ruff and the tests
 #   make test PYTHON=python3.13 VENV=.venv313     another interpreter, in its own venv
 #
+# TEST_WORKERS: pytest-xdist worker processes for `make test`, each taking whole test modules
+# (tests/conftest.py says how they share the demo output); 0 runs the suite in this process.
+#
 # TORCH (for `make test`): auto = install torch only from a wheel already on this machine (pip's
 # find-links), else its tests are skipped and say so; 1 = install the `torch` extra (pip may
 # download it: the PyPI Linux wheel is the CUDA build, several GB); 0 = never.
@@ -11,6 +14,7 @@ PYTHON ?= python3
 VENV ?= .venv
 DEMO_OUT ?= demo-out
 TORCH ?= auto
+TEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
 SUPPORTED := 3.10 3.11 3.12 3.13 3.14
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
@@ -69,7 +73,7 @@ lint: check-python
 	$(VENV)/bin/ruff check src tests bench examples
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -14,76 +14,18 @@ The only manifest values left out are the ones that legitimately vary between bu
 bytes (``created_by`` and ``code_version``: the package version). A manifest key added after the
 recording is not compared (the record names the keys it holds); every recorded key must keep its
 exact value. Entries added to the catalog later (new kinds) are not compared until recorded.
+
+The build compared is the session's demo output (tests/conftest.py's ``demo_workspace``: the
+demo entry point on exactly the recorded configs), so the suite builds the demo configs once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO / "tests/fixtures/golden/demo_outputs.json"
-ONE_WORKER = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
-VOLATILE = ("code_version",)  # per config info; "created_by" is top level and not recorded
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _canonical(value) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def build(out: Path, ids: list[str]) -> None:
-    from trajcorpus.pipelines.demo import default_catalog, run_demo
-
-    run_demo(str(out), default_catalog(), fmt="both", only=ids, beam_args=ONE_WORKER,
-             progress=False)
-
-
-def _config_files(out: Path, config: str) -> dict[str, str]:
-    """Every file of one config: data/<config>/*, card/<config>/*, and <dir>/<config>.*"""
-    found = {}
-    for path in sorted(out.rglob("*")):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(out).as_posix()
-        parts = rel.split("/")
-        if (len(parts) > 2 and parts[1] == config) or \
-                (len(parts) == 2 and parts[1].split(".")[0] == config):
-            found[rel] = _sha(path.read_bytes())
-    return found
-
-
-def _info_digests(info: dict, keys: list[str] | None = None) -> dict[str, str]:
-    keys = [k for k in info if k not in VOLATILE] if keys is None else keys
-    return {k: _sha(_canonical(info.get(k, "<missing>")).encode()) for k in keys}
-
-
-def snapshot(out: Path, ids: list[str], recorded: dict | None = None) -> dict:
-    manifest = json.loads((out / "manifest.json").read_text())
-    configs = {}
-    for config in ids:
-        section = manifest["configs"][config]
-        keys = None if recorded is None else list(recorded["configs"][config]["info"])
-        configs[config] = {
-            "files": _config_files(out, config),
-            "info": _info_digests(section["info"], keys),
-            "totals": _sha(_canonical(section["totals"]).encode()),
-        }
-    return {
-        "configs": configs,
-        "card": _sha((out / "README.md").read_bytes()),
-        "manifest_version": manifest["version"],
-        "manifest_files": _sha(_canonical(manifest["files"]).encode()),
-    }
-
-
-def _recorded() -> dict:
-    return json.loads(GOLDEN.read_text())
+from support.golden import GOLDEN, build, recorded, snapshot
 
 
 def test_golden_covers_every_demo_entry_it_names():
@@ -91,17 +33,19 @@ def test_golden_covers_every_demo_entry_it_names():
     from trajcorpus.schemas.catalog import load_catalog
 
     demos = {d.id for d in load_catalog(default_catalog()).datasets if d.demo}
-    recorded = set(_recorded()["configs"])
-    assert recorded <= demos, f"recorded entries missing from catalog.yaml: {recorded - demos}"
-    assert len(recorded) >= 8
+    ids = set(recorded()["configs"])
+    assert ids <= demos, f"recorded entries missing from catalog.yaml: {ids - demos}"
+    assert len(ids) >= 8
 
 
-def test_every_demo_config_rebuilds_byte_identical(tmp_path):
-    golden = _recorded()
+def test_every_demo_config_rebuilds_byte_identical(demo_workspace):
+    """The build is the session's demo output (tests/conftest.py: the demo entry point on every
+    recorded config, both formats, one in-process worker), snapshotted as soon as it was written,
+    before any test reads it or writes beside it."""
+    golden = recorded()
     ids = sorted(golden["configs"])
-    out = tmp_path / "OUT"
-    build(out, ids)
-    now = snapshot(out, ids, golden)
+    now = demo_workspace.snapshot
+    assert sorted(now["configs"]) == ids
     for config in ids:
         want, got = golden["configs"][config], now["configs"][config]
         assert got["files"] == want["files"], f"{config}: written files differ"
