@@ -70,6 +70,7 @@ class LeRobotOptions(SourceOptions):
     repo_id: Name | None = None  # names the task; default: the dataset folder's name
     exclude: tuple[Name, ...] = ()  # feature keys (fnmatch patterns) not read
     tolerance_s: float | None = Field(None, gt=0)  # frame/row match; default half a frame period
+    decoder_threads: bool = False  # FFmpeg's own threads in the video decoder (same pixels)
 
 
 class LeRobotSource(Source):
@@ -120,10 +121,10 @@ class LeRobotSource(Source):
     def repo_id(self) -> str:
         if self.opts.repo_id:
             return self.opts.repo_id
-        path = fs.strip_scheme(self.uri).rstrip("/")
-        if self.uri.startswith("hf://datasets/"):
-            return path.removeprefix("datasets/").split("@")[0]
-        return path.rsplit("/", 1)[-1] or "lerobot"
+        path = self.uri.rstrip("/")
+        if path.startswith("hf://datasets/"):  # OWNER/NAME[@REVISION][/FOLDER]
+            return path.removeprefix("hf://datasets/").split("@")[0]
+        return path.split("://", 1)[-1].rsplit("/", 1)[-1] or "lerobot"
 
     def rewardless(self) -> str | None:
         """Why the best-return filter cannot rank this dataset's episodes (None: it can)."""
@@ -167,7 +168,7 @@ class LeRobotSource(Source):
         else:
             places = episode_places_v30(self.uri, unit.uri, self.info,
                                         list(unit.param("cameras", ())))
-        data, videos = _DataFiles(self.uri), OpenVideos()
+        data, videos = _DataFiles(self.uri), OpenVideos(self.opts.decoder_threads)
         try:
             for place in places:
                 try:

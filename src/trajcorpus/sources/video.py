@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import mmap
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -64,22 +65,22 @@ class VideoStream:
 
 
 class FrameArena:
-    """Reusable uint8 memory for the frame arrays a reader hands out, one episode after another.
+    """Reusable memory for the uint8 frame arrays a reader hands out, one episode after another.
 
-    :meth:`take` returns an array viewing a kept buffer that nothing else refers to any more (no
-    array viewing it is alive: every NumPy view holds a reference to the buffer that owns its
-    memory), else fresh memory. So a consumer that keeps its episodes (``list(read_unit(u))``) gets
-    new memory every time and nothing it holds is ever written again, while one that lets each
-    episode go gets the pages it already paid for. At most ``slots`` buffers are kept: two serve
-    ``for ep in read_unit(u)``, which still holds episode k while k + 1 is decoded. Memory kept
-    between episodes: ``slots`` x the largest episode's frames (plus a quarter of unused address
-    space, never touched unless a longer episode needs it); :meth:`clear` releases it. A lock
-    makes :meth:`take` safe from several threads; pickling keeps no buffer.
+    :meth:`take` returns an array over a kept buffer that nothing else refers to any more (no
+    array over it is alive: each holds a reference to the buffer, directly or through the array it
+    views), else over new memory. So a consumer that keeps its episodes (``list(read_unit(u))``)
+    gets new memory every time and nothing it holds is ever written again, while one that lets
+    each episode go gets the pages it already paid for. At most ``slots`` buffers are kept: two
+    serve ``for ep in read_unit(u)``, which still holds episode k while k + 1 is decoded. Memory
+    kept between episodes: ``slots`` x the largest episode's frames (plus a quarter of address
+    space, untouched until a longer episode needs it); :meth:`clear` releases it. A lock makes
+    :meth:`take` safe from several threads; pickling keeps no buffer.
     """
 
     def __init__(self, slots: int = 2):
         self.slots = slots
-        self._buffers: list[np.ndarray] = []
+        self._buffers: list[mmap.mmap] = []
         self._probe = [object()]  # held as a buffer is: its count is that of an unshared object
         self._lock = threading.Lock()
 
@@ -94,26 +95,41 @@ class FrameArena:
         n = math.prod(shape)
         with self._lock:
             free = [i for i in range(len(self._buffers)) if self._unshared(i)]
-            fits = [i for i in free if self._buffers[i].size >= n]
+            fits = [i for i in free if len(self._buffers[i]) >= n]
             if fits:
-                i = min(fits, key=lambda k: self._buffers[k].size)
+                i = min(fits, key=lambda k: len(self._buffers[k]))
             else:
                 if free:  # too small: replaced (its pages go back)
                     i = free[0]
-                elif len(self._buffers) < self.slots:
-                    i = len(self._buffers)
-                    self._buffers.append(np.empty(0, np.uint8))
                 else:  # all in use: the oldest is forgotten (its holders keep it alive)
-                    self._buffers.pop(0)
+                    if len(self._buffers) >= self.slots:
+                        self._buffers.pop(0)
                     i = len(self._buffers)
-                    self._buffers.append(np.empty(0, np.uint8))
-                self._buffers[i] = np.empty(n + n // 4, np.uint8)
-            return self._buffers[i][:n].reshape(shape)
+                    self._buffers.append(_memory(0))
+                self._buffers[i] = _memory(n + n // 4)
+            return np.frombuffer(self._buffers[i], np.uint8, count=n).reshape(shape)
 
     def clear(self) -> None:
         """Forget every buffer (arrays handed out stay valid)."""
         with self._lock:
             self._buffers.clear()
+
+
+def _memory(n: int) -> mmap.mmap:
+    """``n`` bytes of private anonymous memory, asked of the kernel directly. NumPy advises
+    transparent huge pages for every large array; on a virtual machine that hands freed huge
+    pages back to its host, their first touch costs 5-15x that of small pages
+    (docs/benchmarks.md), and frames are written once and read once, in order."""
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    return mmap.mmap(-1, max(n, 1), flags=flags) if flags else mmap.mmap(-1, max(n, 1))
+
+
+def _fresh(shape: tuple[int, ...], arena: FrameArena | None) -> np.ndarray:
+    """Frame memory from ``arena``, else new (see :func:`_memory`)."""
+    if arena is not None:
+        return arena.take(shape)
+    return np.frombuffer(_memory(math.prod(shape)), np.uint8,
+                         count=math.prod(shape)).reshape(shape)
 
 
 class _Rgb:
@@ -267,7 +283,7 @@ class VideoReader:
             image = self._rgb(frame)
             if out is None:
                 shape = (times.size, *image.shape)
-                out = arena.take(shape) if arena is not None else np.empty(shape, np.uint8)
+                out = _fresh(shape, arena)
             elif image.shape != out.shape[1:]:
                 raise VideoError(self.uri, f"frame at {t:.4f}s is {list(image.shape)}, earlier "
                                  f"frames {list(out.shape[1:])}", key=key)
@@ -311,8 +327,7 @@ class VideoReader:
                     if out is None:
                         h, w = size if size is not None else (frame.height, frame.width)
                         shape = (int(np.count_nonzero(keep[:count])), h, w, 3)
-                        out = arena.take(shape) if arena is not None else \
-                            np.empty(shape, np.uint8)
+                        out = _fresh(shape, arena)
                     out[j] = convert(frame, edits.get(n))
                     j += 1
                 n += 1
@@ -330,9 +345,11 @@ class VideoReader:
 class OpenVideos:
     """One open reader per key (a camera) while a reader goes through episodes: LeRobot v3.0
     episodes follow each other in a shared file, so the next one seeks forward in the same
-    container instead of reopening it; another file closes the last one."""
+    container instead of reopening it; another file closes the last one. ``threads``: as for
+    :func:`open_video`."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: bool = False) -> None:
+        self.threads = threads
         self._open: dict[str, VideoReader] = {}
 
     def open(self, uri: str, key: str) -> VideoReader:
@@ -341,7 +358,7 @@ class OpenVideos:
             if current is not None:
                 current.close()
             self._open.pop(key, None)
-            self._open[key] = open_video(uri)
+            self._open[key] = open_video(uri, self.threads)
         return self._open[key]
 
     def close(self) -> None:

@@ -90,12 +90,14 @@ class VptOptions(SourceOptions):
     "quarantine" (default) refuses a file without ``hotbar`` (recorder < 6.11); "skip_fix" reads
     it without the hotbar fix. ``frame_size``: [H, W] to resize frames while decoding (bilinear;
     VPT trains on 128x128), default the recorded size. ``task``: the task name for every
-    recording (default from the recorder's major version, :data:`VERSION_TASKS`)."""
+    recording (default from the recorder's major version, :data:`VERSION_TASKS`).
+    ``decoder_threads``: FFmpeg's own threads in the H.264 decoder (same pixels)."""
 
     keep_null: bool = False
     missing_hotbar: Literal["quarantine", "skip_fix"] = "quarantine"
     frame_size: tuple[pydantic.PositiveInt, pydantic.PositiveInt] | None = None
     task: str | None = None
+    decoder_threads: bool = True
 
 
 @dataclasses.dataclass
@@ -227,12 +229,12 @@ def parse_jsonl(data: bytes, uri: str, missing_hotbar: str = "quarantine") -> Pa
 
 def decode_frames(uri: str, n_lines: int, keep: np.ndarray,
                   cursors: Sequence[tuple[int, float, float]], size: tuple[int, int] | None,
-                  arena: FrameArena | None = None) -> np.ndarray:
+                  arena: FrameArena | None = None, threads: bool = True) -> np.ndarray:
     """Frames ``i < n_lines`` with ``keep[i]`` as uint8 RGB [K, H, W, 3], in order, the cursor
     drawn on the ``(line, x, y)`` of ``cursors`` before resizing to ``size`` (H, W; None: as
     recorded). A video with fewer frames than lines or one PyAV cannot read: SourceError."""
     edits = {int(i): functools.partial(draw_cursor, x=x, y=y) for i, x, y in cursors}
-    with open_video(uri, threads=True) as video:
+    with open_video(uri, threads) as video:
         frames, decoded = video.steps(n_lines, keep, size, edits, arena)
     if decoded < n_lines:
         raise SourceError(uri, f"the video has {decoded} frames but the jsonl has {n_lines} "
@@ -350,7 +352,8 @@ class VptSource(Source):
                 raise SourceError(jsonl, f"every one of the {len(keep)} lines is a null step: "
                                   "nothing to keep (option keep_null keeps them)")
             frames = decode_frames(unit.uri, len(keep), keep, parsed.cursors,
-                                   self.opts.frame_size, self.arena)
+                                   self.opts.frame_size, self.arena,
+                                   self.opts.decoder_threads)
         except SourceError as e:
             yield self.reject(e.where or unit.uri, e.reason, kind="unit", task=task)
             return
