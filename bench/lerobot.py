@@ -135,6 +135,7 @@ def bare_pyav_keep(root: str, length: int) -> None:
 
 
 def reader(root: str, threads: int = 0) -> None:
+    import av  # noqa: F401  (imported before timing, as the bare loops do)
     import pandas  # noqa: F401  (pyarrow's to_numpy imports it once per process: not timed)
 
     from trajcorpus.schemas.episode import Rejected
