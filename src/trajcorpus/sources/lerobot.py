@@ -59,7 +59,7 @@ from .lerobot_meta import (
     load_tasks,
 )
 from .metadata import Name, flag_array
-from .video import FrameArena, OpenVideos
+from .video import OpenVideos
 
 __all__ = ["LeRobotSource", "LeRobotOptions"]
 
@@ -92,11 +92,6 @@ class LeRobotSource(Source):
     @functools.cached_property
     def tasks(self) -> dict[int, str]:
         return load_tasks(self.uri, self.info)
-
-    @functools.cached_property
-    def arenas(self) -> dict[str, FrameArena]:
-        """Per camera, frame memory reused from one episode to the next (:class:`.FrameArena`)."""
-        return {k: FrameArena() for k, r in self.features.items() if r == "image"}
 
     @functools.cached_property
     def features(self) -> dict[str, str]:
@@ -271,7 +266,7 @@ class LeRobotSource(Source):
         tolerance = self.opts.tolerance_s or 0.5 / self.info.fps
         frames, presented = videos.open(fs.join(self.uri, path), camera).frames_at(
             start + stamps, tolerance, span=(start, end), key=f"{camera}, {key}",
-            arena=self.arenas[camera])
+            arena=videos.arena(camera))
         if presented != stamps.size:
             where = f"[{start:.4f}s, {end:.4f}s)" if end is not None else "the file"
             raise SourceError(fs.join(self.uri, path), f"{presented} frames in {where} but "

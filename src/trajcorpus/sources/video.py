@@ -97,17 +97,16 @@ class FrameArena:
             free = [i for i in range(len(self._buffers)) if self._unshared(i)]
             fits = [i for i in free if len(self._buffers[i]) >= n]
             if fits:
-                i = min(fits, key=lambda k: len(self._buffers[k]))
+                buffer = self._buffers[min(fits, key=lambda k: len(self._buffers[k]))]
             else:
+                buffer = _memory(n + n // 4)
                 if free:  # too small: replaced (its pages go back)
-                    i = free[0]
+                    self._buffers[free[0]] = buffer
                 else:  # all in use: the oldest is forgotten (its holders keep it alive)
                     if len(self._buffers) >= self.slots:
                         self._buffers.pop(0)
-                    i = len(self._buffers)
-                    self._buffers.append(_memory(0))
-                self._buffers[i] = _memory(n + n // 4)
-            return np.frombuffer(self._buffers[i], np.uint8, count=n).reshape(shape)
+                    self._buffers.append(buffer)
+            return np.frombuffer(buffer, np.uint8, count=n).reshape(shape)
 
     def clear(self) -> None:
         """Forget every buffer (arrays handed out stay valid)."""
@@ -343,14 +342,20 @@ class VideoReader:
 
 
 class OpenVideos:
-    """One open reader per key (a camera) while a reader goes through episodes: LeRobot v3.0
-    episodes follow each other in a shared file, so the next one seeks forward in the same
-    container instead of reopening it; another file closes the last one. ``threads``: as for
-    :func:`open_video`."""
+    """One open reader and one :class:`FrameArena` per key (a camera) while a reader goes
+    through the episodes of a unit: LeRobot v3.0 episodes follow each other in a shared file, so
+    the next one seeks forward in the same container instead of reopening it (another file closes
+    the last one) and is decoded into the memory of the episodes let go. :meth:`close` forgets
+    both, so nothing is held between units (a job's text pass reads units too, and keeps its
+    source while the next stage runs). ``threads``: as for :func:`open_video`."""
 
     def __init__(self, threads: bool = False) -> None:
         self.threads = threads
         self._open: dict[str, VideoReader] = {}
+        self._arenas: dict[str, FrameArena] = {}
+
+    def arena(self, key: str) -> FrameArena:
+        return self._arenas.setdefault(key, FrameArena())
 
     def open(self, uri: str, key: str) -> VideoReader:
         current = self._open.get(key)
@@ -365,6 +370,7 @@ class OpenVideos:
         for video in self._open.values():
             video.close()
         self._open.clear()
+        self._arenas.clear()
 
 
 def _reason(e: BaseException) -> str:
