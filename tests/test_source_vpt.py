@@ -21,8 +21,7 @@ from trajcorpus.errors import SourceError
 from trajcorpus.schemas.catalog import TokenizeSettings
 from trajcorpus.schemas.episode import Episode, Rejected
 from trajcorpus.sources.base import open_source
-from trajcorpus.sources.vpt import BUTTONS, minerl_actions, parse_jsonl
-from trajcorpus.sources.vpt_video import decode_frames
+from trajcorpus.sources.vpt import BUTTONS, decode_frames, minerl_actions, parse_jsonl
 from trajcorpus.tokenizers import EpisodeTokenizer
 
 VPT = Path(__file__).parent / "fixtures" / "vpt"
@@ -253,7 +252,9 @@ def test_an_unreadable_mp4_is_quarantined(tmp_path) -> None:
     mp4, _ = copy_recording(tmp_path)
     mp4.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     r = one_rejection(mp4.parent)
-    assert r.location == str(mp4) and r.reason.startswith("cannot decode the video at frame 0")
+    # opened by the shared video reader (sources/video.py): FFmpeg's reason without errno/path
+    assert r.location == str(mp4) and \
+        r.reason == "cannot open video: Invalid data found when processing input"
 
 
 def test_a_recording_of_null_steps_only_is_quarantined(tmp_path) -> None:

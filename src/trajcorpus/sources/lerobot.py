@@ -59,7 +59,7 @@ from .lerobot_meta import (
     load_tasks,
 )
 from .metadata import Name, flag_array
-from .video import VideoReader, open_video
+from .video import OpenVideos
 
 __all__ = ["LeRobotSource", "LeRobotOptions"]
 
@@ -70,6 +70,7 @@ class LeRobotOptions(SourceOptions):
     repo_id: Name | None = None  # names the task; default: the dataset folder's name
     exclude: tuple[Name, ...] = ()  # feature keys (fnmatch patterns) not read
     tolerance_s: float | None = Field(None, gt=0)  # frame/row match; default half a frame period
+    decoder_threads: bool = False  # FFmpeg's own threads in the video decoder (same pixels)
 
 
 class LeRobotSource(Source):
@@ -115,10 +116,10 @@ class LeRobotSource(Source):
     def repo_id(self) -> str:
         if self.opts.repo_id:
             return self.opts.repo_id
-        path = fs.strip_scheme(self.uri).rstrip("/")
-        if self.uri.startswith("hf://datasets/"):
-            return path.removeprefix("datasets/").split("@")[0]
-        return path.rsplit("/", 1)[-1] or "lerobot"
+        path = self.uri.rstrip("/")
+        if path.startswith("hf://datasets/"):  # OWNER/NAME[@REVISION][/FOLDER]
+            return path.removeprefix("hf://datasets/").split("@")[0]
+        return path.split("://", 1)[-1].rsplit("/", 1)[-1] or "lerobot"
 
     def rewardless(self) -> str | None:
         """Why the best-return filter cannot rank this dataset's episodes (None: it can)."""
@@ -162,7 +163,7 @@ class LeRobotSource(Source):
         else:
             places = episode_places_v30(self.uri, unit.uri, self.info,
                                         list(unit.param("cameras", ())))
-        data, videos = _DataFiles(self.uri), _Videos()
+        data, videos = _DataFiles(self.uri), OpenVideos(self.opts.decoder_threads)
         try:
             for place in places:
                 try:
@@ -180,7 +181,7 @@ class LeRobotSource(Source):
             videos.close()
 
     # -- one episode -----------------------------------------------------------------------
-    def _episode(self, place: Place, data: _DataFiles, videos: _Videos) -> Episode:
+    def _episode(self, place: Place, data: _DataFiles, videos: OpenVideos) -> Episode:
         uri = fs.join(self.uri, place.data_file)
         wanted = [k for k, r in self.features.items() if self.info.features[k].dtype != "video"]
         columns = [c for c in (*_BOOKKEEPING, "action", "next.reward", "next.done", *wanted)
@@ -259,12 +260,13 @@ class LeRobotSource(Source):
         return np.array([self.tasks[int(i)] for i in index], dtype=object)
 
     def _video(self, place: Place, camera: str, stamps: np.ndarray, key: str,
-               videos: _Videos) -> np.ndarray:
+               videos: OpenVideos) -> np.ndarray:
         entry = next(v for v in place.videos if v[0] == camera)
         _, path, start, end = entry
         tolerance = self.opts.tolerance_s or 0.5 / self.info.fps
         frames, presented = videos.open(fs.join(self.uri, path), camera).frames_at(
-            start + stamps, tolerance, span=(start, end), key=f"{camera}, {key}")
+            start + stamps, tolerance, span=(start, end), key=f"{camera}, {key}",
+            arena=videos.arena(camera))
         if presented != stamps.size:
             where = f"[{start:.4f}s, {end:.4f}s)" if end is not None else "the file"
             raise SourceError(fs.join(self.uri, path), f"{presented} frames in {where} but "
@@ -324,28 +326,6 @@ def _images(rows: pa.Table, name: str, uri: str, key: str) -> np.ndarray:
                               f"{list(frames[0].shape)}", key=f"{name}, {key}")
         frames.append(img)
     return np.stack(frames)
-
-
-class _Videos:
-    """One open video per camera for the episodes of a unit: v3.0 episodes follow each other in
-    a shared file, so the next one seeks forward in the same container instead of reopening."""
-
-    def __init__(self) -> None:
-        self._open: dict[str, VideoReader] = {}
-
-    def open(self, uri: str, camera: str) -> VideoReader:
-        current = self._open.get(camera)
-        if current is None or current.uri != uri:
-            if current is not None:
-                current.close()
-            self._open.pop(camera, None)
-            self._open[camera] = open_video(uri)
-        return self._open[camera]
-
-    def close(self) -> None:
-        for video in self._open.values():
-            video.close()
-        self._open.clear()
 
 
 class _DataFiles:

@@ -19,8 +19,11 @@ order (tests/fixtures/vpt/PROVENANCE.md section 2 spells each out):
    at 0) sets ``hotbar.<slot + 1>``, null step or not;
 4. frame i is read for every line (null ones too); a frame after the last line has no action;
 5. null steps are dropped (option ``keep_null`` keeps them);
-6. GUI-open frames get the cursor drawn at mouse x/y (:mod:`.vpt_video`); PyAV decodes to RGB, so
-   the reference's BGR->RGB swap has no counterpart here.
+6. GUI-open frames get the cursor drawn at mouse x/y (:mod:`.vpt_cursor`), at the recorded size
+   before any resize; PyAV decodes to RGB, so the reference's BGR->RGB swap has no counterpart.
+
+Frames are decoded by the shared :meth:`.video.VideoReader.steps` (one forward pass, frames
+converted only when their step is kept, written into the source's :class:`.video.FrameArena`).
 
 Actions are MineRL's: the 23 buttons of :data:`BUTTONS` (sorted names) as discrete 0/1 and the
 camera ``[pitch, yaw] = [dy, dx] * 360 / 2400`` in float degrees (the reference truncates it to
@@ -37,11 +40,12 @@ these on errors) is read as no input on that tick and counted in the lineage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -52,11 +56,12 @@ from ..errors import SourceError, one_line
 from ..schemas.episode import Episode, Rejected
 from .base import Source, SourceOptions, Unit
 from .metadata import parse_json
-from .vpt_video import decode_frames
+from .video import FrameArena, open_video
+from .vpt_cursor import draw_cursor
 
 __all__ = ["VptSource", "KEYBOARD_BUTTON_MAPPING", "BUTTONS", "ACTION_NAMES",
            "CAMERA_DEG_PER_PIXEL", "ParsedActions", "parse_jsonl", "minerl_actions",
-           "VERSION_TASKS"]
+           "decode_frames", "VERSION_TASKS"]
 
 KEYBOARD_BUTTON_MAPPING: dict[str, str] = {
     "key.keyboard.escape": "ESC", "key.keyboard.s": "back", "key.keyboard.q": "drop",
@@ -85,12 +90,14 @@ class VptOptions(SourceOptions):
     "quarantine" (default) refuses a file without ``hotbar`` (recorder < 6.11); "skip_fix" reads
     it without the hotbar fix. ``frame_size``: [H, W] to resize frames while decoding (bilinear;
     VPT trains on 128x128), default the recorded size. ``task``: the task name for every
-    recording (default from the recorder's major version, :data:`VERSION_TASKS`)."""
+    recording (default from the recorder's major version, :data:`VERSION_TASKS`).
+    ``decoder_threads``: FFmpeg's own threads in the H.264 decoder (same pixels)."""
 
     keep_null: bool = False
     missing_hotbar: Literal["quarantine", "skip_fix"] = "quarantine"
     frame_size: tuple[pydantic.PositiveInt, pydantic.PositiveInt] | None = None
     task: str | None = None
+    decoder_threads: bool = True
 
 
 @dataclasses.dataclass
@@ -220,6 +227,21 @@ def parse_jsonl(data: bytes, uri: str, missing_hotbar: str = "quarantine") -> Pa
                          bool(with_hotbar))
 
 
+def decode_frames(uri: str, n_lines: int, keep: np.ndarray,
+                  cursors: Sequence[tuple[int, float, float]], size: tuple[int, int] | None,
+                  arena: FrameArena | None = None, threads: bool = True) -> np.ndarray:
+    """Frames ``i < n_lines`` with ``keep[i]`` as uint8 RGB [K, H, W, 3], in order, the cursor
+    drawn on the ``(line, x, y)`` of ``cursors`` before resizing to ``size`` (H, W; None: as
+    recorded). A video with fewer frames than lines or one PyAV cannot read: SourceError."""
+    edits = {int(i): functools.partial(draw_cursor, x=x, y=y) for i, x, y in cursors}
+    with open_video(uri, threads) as video:
+        frames, decoded = video.steps(n_lines, keep, size, edits, arena)
+    if decoded < n_lines:
+        raise SourceError(uri, f"the video has {decoded} frames but the jsonl has {n_lines} "
+                          "lines (frame i is line i): a truncated video")
+    return frames
+
+
 def minerl_actions(discrete: np.ndarray, camera: np.ndarray) -> list[dict[str, Any]]:
     """Decoded action columns (:func:`~trajcorpus.tokenizers.decode_mixed_actions` with 23
     discrete dims) -> one MineRL action dict per step: each button 0/1, ``camera`` [pitch, yaw]
@@ -247,6 +269,11 @@ class VptSource(Source):
     tags = ("minecraft", "vpt", "gameplay-video", "behavior-cloning")
     carries_text = False
     Options = VptOptions
+
+    @functools.cached_property
+    def arena(self) -> FrameArena:
+        """Frame memory reused from one recording to the next (see :class:`.video.FrameArena`)."""
+        return FrameArena()
 
     def rewardless(self) -> str | None:
         return "VPT contractor recordings store no rewards (keyboard, mouse and video only)"
@@ -325,7 +352,8 @@ class VptSource(Source):
                 raise SourceError(jsonl, f"every one of the {len(keep)} lines is a null step: "
                                   "nothing to keep (option keep_null keeps them)")
             frames = decode_frames(unit.uri, len(keep), keep, parsed.cursors,
-                                   self.opts.frame_size)
+                                   self.opts.frame_size, self.arena,
+                                   self.opts.decoder_threads)
         except SourceError as e:
             yield self.reject(e.where or unit.uri, e.reason, kind="unit", task=task)
             return
