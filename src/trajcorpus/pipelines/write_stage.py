@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from ..errors import TrajcorpusError
 from ..tokenizers.schemes import scheme_of
 from ..tokenizers.tokenized import TokenizedEpisode
-from .sequences import assemble, concat_tokenized
+from .sequences import assemble, join_steps
 from .spec import _NS, JobSpec, PromptRef, WindowRef, say
 from .spill import SpillReader
 
@@ -75,9 +75,8 @@ class WriteShard(beam.DoFn):
     def _prompt(self, ref: PromptRef | None) -> TokenizedEpisode | None:
         if ref is None:
             return None
-        parts = [self.reader.read(uri, off, n, cache=True) for _, uri, off, n in ref.windows]
-        base = ref.windows[0][0]
-        return concat_tokenized(parts).span(ref.start - base, ref.stop - base)
+        return join_steps([(first, self.reader.read(uri, off, n, cache=True))
+                           for first, uri, off, n in ref.windows], ref.start, ref.stop)
 
     def _examples(self, refs: list[WindowRef], prompt_of: dict, stats: dict | None
                   ) -> Iterator[dict]:
