@@ -47,8 +47,7 @@ def _codecs() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
 
 
 def encode_record(tok: TokenizedEpisode) -> bytes:
-    """One window as a spill record; the arrays are zstd-compressed (level 1) together, streamed
-    into one frame without first joining them (a window's patches are ~240 KB on Atari)."""
+    """One window as a spill record; the arrays are zstd-compressed (level 1) together."""
     arrays = [np.ascontiguousarray(getattr(tok, f)) for f in _FIELDS]
     for a in arrays:
         if a.dtype.byteorder == ">":
@@ -56,11 +55,8 @@ def encode_record(tok: TokenizedEpisode) -> bytes:
     header = json.dumps([[f, a.dtype.str, list(a.shape)] for f, a in zip(_FIELDS, arrays,
                                                                           strict=True)],
                         separators=(",", ":")).encode()
-    z = _codecs()[0].compressobj(size=sum(a.nbytes for a in arrays))
-    parts = [_MAGIC, struct.pack("<I", len(header)), header]
-    parts.extend(z.compress(a.data) for a in arrays)
-    parts.append(z.flush())
-    return b"".join(parts)
+    payload = _codecs()[0].compress(b"".join(a.data for a in arrays))
+    return b"".join([_MAGIC, struct.pack("<I", len(header)), header, payload])
 
 
 _Layout = tuple[tuple[tuple[str, np.dtype, tuple[int, ...], int, int], ...], int]

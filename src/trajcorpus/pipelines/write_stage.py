@@ -82,6 +82,7 @@ class WriteShard(beam.DoFn):
                   ) -> Iterator[dict]:
         """The shard's examples in key order (write_shard checks each against SPEC 6)."""
         length = self.spec.sequence.length
+        names = scheme_of(self.spec.tokenize).modality_names
         for r in refs:
             window = self.reader.read(r.uri, r.offset, r.length)
             pref = prompt_of.get(r.key)
@@ -93,7 +94,6 @@ class WriteShard(beam.DoFn):
             ex = {"__key__": r.key, **arrays.as_dict(),
                   "meta": json.dumps(meta, sort_keys=True, separators=(",", ":"))}
             if stats is not None:
-                names = scheme_of(self.spec.tokenize).modality_names
                 s = stats.setdefault(r.task, {"sequences": 0, "prompted_sequences": 0,
                                               "tokens": [0] * len(names)})
                 s["sequences"] += 1
