@@ -118,13 +118,63 @@ def ensure_data(slots: int, checkpoints: int) -> tuple[Path, Path]:
     return _synth(slots // checkpoints, checkpoints), _synth(slots, checkpoints)
 
 
-def _catalog(run_dir: Path, work: Path) -> Path:
+def _synth_minari(copies: int) -> Path:
+    """The bundled Minari fixtures (Hopper and HalfCheetah, 40 episodes each) copied ``copies``
+    times under distinct dataset ids: ``2 * copies`` datasets, one unit each."""
+    root = DATA / f"minari-x{copies}"
+    if (root / "done").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    fixtures = REPO / "tests" / "fixtures" / "mujoco" / "minari" / "trajcorpus-fixtures"
+    for ns in ("hopper", "halfcheetah"):
+        for k in range(copies):
+            folder = root / ns / f"mixed{k}-v0"
+            shutil.copytree(fixtures / ns / "mixed-v0", folder)
+            meta_path = folder / "data" / "metadata.json"
+            meta = json.loads(meta_path.read_text())
+            meta["dataset_id"] = f"{ns}/mixed{k}-v0"
+            meta_path.write_text(json.dumps(meta))
+    (root / "done").write_text("")
+    return root
+
+
+def _synth_captions(copies: int) -> Path:
+    """The bundled COCO-layout fixture (20 photos, 26 captions) with its images and captions
+    listed ``copies`` times under distinct ids (the same files): ``26 * copies`` records."""
+    root = DATA / f"coco-x{copies}"
+    if (root / "done").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    fixture = REPO / "tests" / "fixtures" / "image_caption" / "coco"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copytree(fixture / "train2017", root / "train2017")
+    ann = json.loads((fixture / "annotations" / "captions_train2017.json").read_text())
+    big = {k: v for k, v in ann.items() if k not in ("images", "annotations")}
+    big["images"] = [{**im, "id": im["id"] + k * 10**8} for k in range(copies)
+                     for im in ann["images"]]
+    big["annotations"] = [{**a, "id": a["id"] + k * 10**8, "image_id": a["image_id"] + k * 10**8}
+                          for k in range(copies) for a in ann["annotations"]]
+    (root / "annotations" / "captions_train2017.json").write_text(json.dumps(big))
+    (root / "done").write_text("")
+    return root
+
+
+ID = "bench"  # the catalog entry every corpus kind is run as
+
+
+def _catalog(run_dir: Path, work: Path, kind: str = "dqn") -> Path:
     import yaml
 
-    cat = {"version": 1, "datasets": [{
-        "id": "bench-dqn", "kind": "dqn-replay", "uri": str(run_dir.parent.parent),
-        "agent": "{task}/run{agent}", "tokenize": {"image_size": [80, 80]},
-        "license": "CC-BY-4.0"}]}
+    entry = {
+        "dqn": {"kind": "dqn-replay", "uri": str(run_dir.parent.parent),
+                "agent": "{task}/run{agent}", "tokenize": {"image_size": [80, 80]}},
+        "minari": {"kind": "minari", "uri": str(run_dir),
+                   "tokenize": {"mu_law": True, "mu_law_exempt": ["actions"]}},
+        "captions": {"kind": "coco-captions", "uri": str(run_dir), "filter": {"enabled": False},
+                     "options": {"images_per_unit": 100},
+                     "tokenize": {"image_size": [192, 192], "text_model": {"vocab_size": 32000}}},
+    }[kind]
+    cat = {"version": 1, "datasets": [{"id": ID, **entry, "license": "CC-BY-4.0"}]}
     path = work / "catalog.yaml"
     path.write_text(yaml.safe_dump(cat))
     return path
@@ -148,10 +198,11 @@ def _local_dask_cluster(workers: int) -> None:
 
 def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: int,
               min_shards: int, runner: str = "DirectRunner",
-              mode: tuple[str, ...] = ("--direct_running_mode=multi_processing",)) -> dict:
+              mode: tuple[str, ...] = ("--direct_running_mode=multi_processing",),
+              kind: str = "dqn") -> dict:
     from trajcorpus.pipelines import run_job
 
-    cat = _catalog(run_dir, work)
+    cat = _catalog(run_dir, work, kind)
     if runner == "DaskRunner":
         _local_dask_cluster(workers)
         args = []
@@ -160,14 +211,14 @@ def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: in
     rss = TreeRss()
     rss.start()
     t = time.perf_counter()
-    res = run_job(catalog=str(cat), dataset="bench-dqn", output=str(work / "out"), fmt=fmt,
+    res = run_job(catalog=str(cat), dataset=ID, output=str(work / "out"), fmt=fmt,
                   runner=runner, beam_args=[*args, f"--shard_bytes={shard_bytes}",
                                             f"--min_shards={min_shards}"],
                   progress=True)
     seconds = time.perf_counter() - t
     rss.stop()
     steps = rejected_steps = 0
-    for line in (work / "out" / "audit" / "bench-dqn.episodes.jsonl").read_text().splitlines():
+    for line in (work / "out" / "audit" / f"{ID}.episodes.jsonl").read_text().splitlines():
         steps += json.loads(line)["length"]
     return {"runner": runner, "seconds": seconds, "steps": steps,
             "episodes": res.total("read"),
@@ -195,7 +246,7 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int, min_shards: int) -> 
     from trajcorpus.sources import open_source
     from trajcorpus.tokenizers import EpisodeTokenizer
 
-    entry = load_catalog(str(_catalog(run_dir, work))).get("bench-dqn")
+    entry = load_catalog(str(_catalog(run_dir, work))).get(ID)
     seq, seed = entry.sequence, 0
     rss = TreeRss()
     rss.start()
@@ -271,7 +322,7 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int, min_shards: int) -> 
                        "meta": json.dumps({"episode_id": r[3], "window": r[5].index})}
 
         files.append(write_shard(examples(), str(work / "out"),
-                                 shard_relpath("bench-dqn", "train", "parquet", s, n), "parquet"))
+                                 shard_relpath(ID, "train", "parquet", s, n), "parquet"))
     seconds = time.perf_counter() - t
     rss.stop()
     return {"seconds": seconds, "steps": steps, "sequences": len(kept),
@@ -288,7 +339,7 @@ def _limit_unit(args: tuple[str, str, int]) -> tuple[int, float]:
     from trajcorpus.tokenizers import EpisodeTokenizer
 
     catalog, _, index = args
-    entry = load_catalog(catalog).get("bench-dqn")
+    entry = load_catalog(catalog).get(ID)
     src = open_source(entry.kind, entry.uri, dataset=entry.id, options=entry.options,
                       task_template=entry.task, agent_template=entry.agent)
     tokenizer = EpisodeTokenizer(entry.tokenize, None)
@@ -300,7 +351,7 @@ def _limit_unit(args: tuple[str, str, int]) -> tuple[int, float]:
     return steps, time.process_time() - c0
 
 
-def child_limit(run_dir: Path, work: Path, workers: int) -> dict:
+def child_limit(run_dir: Path, work: Path, workers: int, kind: str = "dqn") -> dict:
     """The stage limit: read + tokenize of the same units in ``workers`` plain processes (one
     unit per task, like the job's ReadUnit), nothing else: no windows, spill, prompts or shards."""
     import multiprocessing as mp
@@ -308,8 +359,8 @@ def child_limit(run_dir: Path, work: Path, workers: int) -> dict:
     from trajcorpus.schemas.catalog import load_catalog
     from trajcorpus.sources import open_source
 
-    cat = str(_catalog(run_dir, work))
-    entry = load_catalog(cat).get("bench-dqn")
+    cat = str(_catalog(run_dir, work, kind))
+    entry = load_catalog(cat).get(ID)
     units = open_source(entry.kind, entry.uri, dataset=entry.id, options=entry.options,
                         task_template=entry.task, agent_template=entry.agent).units()
     rss = TreeRss()
@@ -324,14 +375,14 @@ def child_limit(run_dir: Path, work: Path, workers: int) -> dict:
 
 
 def run_child(kind: str, run_dir: Path, workers: int, fmt: str, shard_bytes: int,
-              min_shards: int, runner: str = "DirectRunner") -> dict:
+              min_shards: int, runner: str = "DirectRunner", corpus: str = "dqn") -> dict:
     work = Path(f"/tmp/trajcorpus-bench-{kind}-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     cmd = [sys.executable, "-P", __file__, "--child", kind, "--run-dir", str(run_dir),
            "--workers", str(workers), "--format", fmt, "--work", str(work),
            "--shard-bytes", str(shard_bytes), "--min-shards", str(min_shards),
-           "--runners", runner]
+           "--runners", runner, "--kind", corpus]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -389,21 +440,30 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: cProfile the plain loop or the job (in one process: "
                         "DirectRunner in_memory) on the first corpus, print the top entries")
     p.add_argument("--top", type=int, default=25, help="entries the profile prints")
+    p.add_argument("--kind", default="dqn", choices=("dqn", "minari", "captions"),
+                   help="corpus: DQN Replay (default), Minari MuJoCo or COCO captions, the last "
+                        "two the bundled fixtures tiled --copies times (job + stage limit only)")
+    p.add_argument("--copies", type=int, default=10, help="--kind minari/captions: tiling")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
         if a.child == "job":
             res = child_job(a.run_dir, a.work, a.workers, a.format, a.shard_bytes, a.min_shards,
-                            a.runners)
+                            a.runners, kind=a.kind)
         elif a.child == "limit":
-            res = child_limit(a.run_dir, a.work, a.workers)
+            res = child_limit(a.run_dir, a.work, a.workers, a.kind)
         else:
             res = child_loop(a.run_dir, a.work, a.shard_bytes, a.min_shards)
         print(json.dumps(res))
         return 0
     print(f"machine: {machine()}", flush=True)
-    if a.run_dir:
+    if a.kind != "dqn":
+        synth = _synth_minari if a.kind == "minari" else _synth_captions
+        corpora = {a.kind: synth(a.copies)}
+        a.skip_baseline = True  # the plain loop is DQN Replay's (no text model, no packing)
+        a.skip_limit = a.skip_limit or a.kind == "captions"  # needs the job's text model
+    elif a.run_dir:
         corpora = {"run": a.run_dir.resolve()}
     else:
         small, large = ensure_data(a.slots, a.checkpoints)
@@ -417,14 +477,14 @@ def main(argv: list[str] | None = None) -> int:
         row = {}
         if not a.skip_limit:
             row["limit"] = lim = run_child("limit", run_dir, a.workers, "parquet", a.shard_bytes,
-                                           a.min_shards)
+                                           a.min_shards, corpus=a.kind)
             print(f"{name} stage limit (read + tokenize, {a.workers} plain processes): "
                   f"{lim['steps']:,} transitions, {lim['seconds']:.1f}s = "
                   f"{lim['steps'] / lim['seconds']:,.0f}/s, CPU {lim['cpu_s']:.1f}s "
                   f"(tasks {lim['task_cpu_s']:.1f}s)", flush=True)
         for runner in runners:
             row[runner] = job = run_child("job", run_dir, a.workers, a.format, a.shard_bytes,
-                                          a.min_shards, runner)
+                                          a.min_shards, runner, a.kind)
             _print_job(f"{name} {runner}", job)
         row["job"] = row[runners[0]]
         if not a.skip_baseline:
