@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -117,13 +118,63 @@ def ensure_data(slots: int, checkpoints: int) -> tuple[Path, Path]:
     return _synth(slots // checkpoints, checkpoints), _synth(slots, checkpoints)
 
 
-def _catalog(run_dir: Path, work: Path) -> Path:
+def _synth_minari(copies: int) -> Path:
+    """The bundled Minari fixtures (Hopper and HalfCheetah, 40 episodes each) copied ``copies``
+    times under distinct dataset ids: ``2 * copies`` datasets, one unit each."""
+    root = DATA / f"minari-x{copies}"
+    if (root / "done").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    fixtures = REPO / "tests" / "fixtures" / "mujoco" / "minari" / "trajcorpus-fixtures"
+    for ns in ("hopper", "halfcheetah"):
+        for k in range(copies):
+            folder = root / ns / f"mixed{k}-v0"
+            shutil.copytree(fixtures / ns / "mixed-v0", folder)
+            meta_path = folder / "data" / "metadata.json"
+            meta = json.loads(meta_path.read_text())
+            meta["dataset_id"] = f"{ns}/mixed{k}-v0"
+            meta_path.write_text(json.dumps(meta))
+    (root / "done").write_text("")
+    return root
+
+
+def _synth_captions(copies: int) -> Path:
+    """The bundled COCO-layout fixture (20 photos, 26 captions) with its images and captions
+    listed ``copies`` times under distinct ids (the same files): ``26 * copies`` records."""
+    root = DATA / f"coco-x{copies}"
+    if (root / "done").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    fixture = REPO / "tests" / "fixtures" / "image_caption" / "coco"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copytree(fixture / "train2017", root / "train2017")
+    ann = json.loads((fixture / "annotations" / "captions_train2017.json").read_text())
+    big = {k: v for k, v in ann.items() if k not in ("images", "annotations")}
+    big["images"] = [{**im, "id": im["id"] + k * 10**8} for k in range(copies)
+                     for im in ann["images"]]
+    big["annotations"] = [{**a, "id": a["id"] + k * 10**8, "image_id": a["image_id"] + k * 10**8}
+                          for k in range(copies) for a in ann["annotations"]]
+    (root / "annotations" / "captions_train2017.json").write_text(json.dumps(big))
+    (root / "done").write_text("")
+    return root
+
+
+ID = "bench"  # the catalog entry every corpus kind is run as
+
+
+def _catalog(run_dir: Path, work: Path, kind: str = "dqn") -> Path:
     import yaml
 
-    cat = {"version": 1, "datasets": [{
-        "id": "bench-dqn", "kind": "dqn-replay", "uri": str(run_dir.parent.parent),
-        "agent": "{task}/run{agent}", "tokenize": {"image_size": [80, 80]},
-        "license": "CC-BY-4.0"}]}
+    entry = {
+        "dqn": {"kind": "dqn-replay", "uri": str(run_dir.parent.parent),
+                "agent": "{task}/run{agent}", "tokenize": {"image_size": [80, 80]}},
+        "minari": {"kind": "minari", "uri": str(run_dir),
+                   "tokenize": {"mu_law": True, "mu_law_exempt": ["actions"]}},
+        "captions": {"kind": "coco-captions", "uri": str(run_dir), "filter": {"enabled": False},
+                     "options": {"images_per_unit": 100},
+                     "tokenize": {"image_size": [192, 192], "text_model": {"vocab_size": 32000}}},
+    }[kind]
+    cat = {"version": 1, "datasets": [{"id": ID, **entry, "license": "CC-BY-4.0"}]}
     path = work / "catalog.yaml"
     path.write_text(yaml.safe_dump(cat))
     return path
@@ -146,26 +197,28 @@ def _local_dask_cluster(workers: int) -> None:
 
 
 def child_job(run_dir: Path, work: Path, workers: int, fmt: str, shard_bytes: int,
-              min_shards: int, runner: str = "DirectRunner") -> dict:
+              min_shards: int, runner: str = "DirectRunner",
+              mode: tuple[str, ...] = ("--direct_running_mode=multi_processing",),
+              kind: str = "dqn") -> dict:
     from trajcorpus.pipelines import run_job
 
-    cat = _catalog(run_dir, work)
+    cat = _catalog(run_dir, work, kind)
     if runner == "DaskRunner":
         _local_dask_cluster(workers)
         args = []
     else:
-        args = [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+        args = [f"--direct_num_workers={workers}", *mode]
     rss = TreeRss()
     rss.start()
     t = time.perf_counter()
-    res = run_job(catalog=str(cat), dataset="bench-dqn", output=str(work / "out"), fmt=fmt,
+    res = run_job(catalog=str(cat), dataset=ID, output=str(work / "out"), fmt=fmt,
                   runner=runner, beam_args=[*args, f"--shard_bytes={shard_bytes}",
                                             f"--min_shards={min_shards}"],
                   progress=True)
     seconds = time.perf_counter() - t
     rss.stop()
     steps = rejected_steps = 0
-    for line in (work / "out" / "audit" / "bench-dqn.episodes.jsonl").read_text().splitlines():
+    for line in (work / "out" / "audit" / f"{ID}.episodes.jsonl").read_text().splitlines():
         steps += json.loads(line)["length"]
     return {"runner": runner, "seconds": seconds, "steps": steps,
             "episodes": res.total("read"),
@@ -182,7 +235,7 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int, min_shards: int) -> 
 
     from trajcorpus.pipelines import prompts
     from trajcorpus.pipelines.filter import filter_task, is_kept
-    from trajcorpus.pipelines.sequences import assemble, concat_tokenized, cut_windows, step_sizes
+    from trajcorpus.pipelines.sequences import assemble, cut_windows, join_steps, step_sizes
     from trajcorpus.pipelines.spill import SpillReader, SpillWriter
     from trajcorpus.pipelines.stages import sequence_key, shard_of
     from trajcorpus.schemas.catalog import load_catalog
@@ -193,7 +246,7 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int, min_shards: int) -> 
     from trajcorpus.sources import open_source
     from trajcorpus.tokenizers import EpisodeTokenizer
 
-    entry = load_catalog(str(_catalog(run_dir, work))).get("bench-dqn")
+    entry = load_catalog(str(_catalog(run_dir, work))).get(ID)
     seq, seed = entry.sequence, 0
     rss = TreeRss()
     rss.start()
@@ -254,9 +307,8 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int, min_shards: int) -> 
         if span is None:
             return None
         cover = [x for x in ws if x[5].start < span[1] and x[5].stop > span[0]]
-        joined = concat_tokenized([reader.read(x[7], x[8], x[9], cache=True) for x in cover])
-        base = cover[0][5].start
-        return joined.span(span[0] - base, span[1] - base)
+        return join_steps([(x[5].start, reader.read(x[7], x[8], x[9], cache=True))
+                           for x in cover], span[0], span[1])
 
     n = plan_num_shards(est, shard_bytes, min_shards)
     files = []
@@ -270,7 +322,7 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int, min_shards: int) -> 
                        "meta": json.dumps({"episode_id": r[3], "window": r[5].index})}
 
         files.append(write_shard(examples(), str(work / "out"),
-                                 shard_relpath("bench-dqn", "train", "parquet", s, n), "parquet"))
+                                 shard_relpath(ID, "train", "parquet", s, n), "parquet"))
     seconds = time.perf_counter() - t
     rss.stop()
     return {"seconds": seconds, "steps": steps, "sequences": len(kept),
@@ -279,18 +331,90 @@ def child_loop(run_dir: Path, work: Path, shard_bytes: int, min_shards: int) -> 
             "check": int(np.int64(len(kept)))}
 
 
+def _limit_unit(args: tuple[str, str, int]) -> tuple[int, float]:
+    """Read and tokenize one unit, nothing else: (transitions, CPU seconds of this process)."""
+    from trajcorpus.schemas.catalog import load_catalog
+    from trajcorpus.schemas.episode import Rejected
+    from trajcorpus.sources import open_source
+    from trajcorpus.tokenizers import EpisodeTokenizer
+
+    catalog, _, index = args
+    entry = load_catalog(catalog).get(ID)
+    src = open_source(entry.kind, entry.uri, dataset=entry.id, options=entry.options,
+                      task_template=entry.task, agent_template=entry.agent)
+    tokenizer = EpisodeTokenizer(entry.tokenize, None)
+    c0, steps = time.process_time(), 0
+    for ep in src.read_unit_safely(src.units()[index]):
+        if not isinstance(ep, Rejected):
+            tokenizer.tokenize(ep)
+            steps += ep.length
+    return steps, time.process_time() - c0
+
+
+def child_limit(run_dir: Path, work: Path, workers: int, kind: str = "dqn") -> dict:
+    """The stage limit: read + tokenize of the same units in ``workers`` plain processes (one
+    unit per task, like the job's ReadUnit), nothing else: no windows, spill, prompts or shards."""
+    import multiprocessing as mp
+
+    from trajcorpus.schemas.catalog import load_catalog
+    from trajcorpus.sources import open_source
+
+    cat = str(_catalog(run_dir, work, kind))
+    entry = load_catalog(cat).get(ID)
+    units = open_source(entry.kind, entry.uri, dataset=entry.id, options=entry.options,
+                        task_template=entry.task, agent_template=entry.agent).units()
+    rss = TreeRss()
+    rss.start()
+    t = time.perf_counter()
+    with mp.get_context("spawn").Pool(workers) as pool:
+        done = pool.map(_limit_unit, [(cat, str(run_dir), u.index) for u in units], chunksize=1)
+    seconds = time.perf_counter() - t
+    rss.stop()
+    return {"seconds": seconds, "steps": sum(s for s, _ in done), "units": len(units),
+            "task_cpu_s": sum(c for _, c in done), "peak_rss_mb": rss.peak_kb / 1024}
+
+
 def run_child(kind: str, run_dir: Path, workers: int, fmt: str, shard_bytes: int,
-              min_shards: int, runner: str = "DirectRunner") -> dict:
+              min_shards: int, runner: str = "DirectRunner", corpus: str = "dqn") -> dict:
     work = Path(f"/tmp/trajcorpus-bench-{kind}-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     cmd = [sys.executable, "-P", __file__, "--child", kind, "--run-dir", str(run_dir),
            "--workers", str(workers), "--format", fmt, "--work", str(work),
            "--shard-bytes", str(shard_bytes), "--min-shards", str(min_shards),
-           "--runners", runner]
+           "--runners", runner, "--kind", corpus]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     shutil.rmtree(work, ignore_errors=True)
-    return json.loads(out.strip().splitlines()[-1])
+    res = json.loads(out.strip().splitlines()[-1])
+    # user+sys of the child and every descendant it waited for (Beam's workers, the pool)
+    res["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return res
+
+
+def profile(kind: str, run_dir: Path, shard_bytes: int, min_shards: int, top: int) -> int:
+    """cProfile one run of the loop, or of the job with its workers in this process."""
+    import cProfile
+    import pstats
+
+    work = Path(f"/tmp/trajcorpus-bench-profile-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    prof = cProfile.Profile()
+    prof.enable()
+    if kind == "loop":
+        res = child_loop(run_dir, work, shard_bytes, min_shards)
+    else:
+        res = child_job(run_dir, work, 1, "parquet", shard_bytes, min_shards, "DirectRunner",
+                        ["--direct_running_mode=in_memory"])
+    prof.disable()
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"{kind}: {res['steps']:,} transitions in {res['seconds']:.1f}s under cProfile")
+    stats = pstats.Stats(prof, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return 0
 
 
 def machine() -> str:
@@ -308,32 +432,59 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", default="parquet", choices=("parquet", "webdataset", "both"))
     p.add_argument("--shard-bytes", type=int, default=256 << 20, help="the job's --shard_bytes")
     p.add_argument("--min-shards", type=int, default=16, help="the job's --min_shards")
-    p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--skip-baseline", action="store_true", help="no plain loop")
+    p.add_argument("--skip-limit", action="store_true", help="no stage limit")
     p.add_argument("--runners", default="DirectRunner",
                    help="comma-separated: DirectRunner, DaskRunner (a local cluster of --workers)")
+    p.add_argument("--profile", choices=("loop", "job"),
+                   help="instead: cProfile the plain loop or the job (in one process: "
+                        "DirectRunner in_memory) on the first corpus, print the top entries")
+    p.add_argument("--top", type=int, default=25, help="entries the profile prints")
+    p.add_argument("--kind", default="dqn", choices=("dqn", "minari", "captions"),
+                   help="corpus: DQN Replay (default), Minari MuJoCo or COCO captions, the last "
+                        "two the bundled fixtures tiled --copies times (job + stage limit only)")
+    p.add_argument("--copies", type=int, default=10, help="--kind minari/captions: tiling")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
-        res = (child_job(a.run_dir, a.work, a.workers, a.format, a.shard_bytes, a.min_shards,
-                         a.runners)
-               if a.child == "job" else
-               child_loop(a.run_dir, a.work, a.shard_bytes, a.min_shards))
+        if a.child == "job":
+            res = child_job(a.run_dir, a.work, a.workers, a.format, a.shard_bytes, a.min_shards,
+                            a.runners, kind=a.kind)
+        elif a.child == "limit":
+            res = child_limit(a.run_dir, a.work, a.workers, a.kind)
+        else:
+            res = child_loop(a.run_dir, a.work, a.shard_bytes, a.min_shards)
         print(json.dumps(res))
         return 0
     print(f"machine: {machine()}", flush=True)
-    if a.run_dir:
-        corpora = {"run": a.run_dir}
+    if a.kind != "dqn":
+        synth = _synth_minari if a.kind == "minari" else _synth_captions
+        corpora = {a.kind: synth(a.copies)}
+        a.skip_baseline = True  # the plain loop is DQN Replay's (no text model, no packing)
+        a.skip_limit = a.skip_limit or a.kind == "captions"  # needs the job's text model
+    elif a.run_dir:
+        corpora = {"run": a.run_dir.resolve()}
     else:
         small, large = ensure_data(a.slots, a.checkpoints)
         corpora = {"small": small, "large": large}
+    if a.profile:
+        return profile(a.profile, next(iter(corpora.values())), a.shard_bytes, a.min_shards,
+                       a.top)
     rows = {}
     runners = a.runners.split(",")
     for name, run_dir in corpora.items():
         row = {}
+        if not a.skip_limit:
+            row["limit"] = lim = run_child("limit", run_dir, a.workers, "parquet", a.shard_bytes,
+                                           a.min_shards, corpus=a.kind)
+            print(f"{name} stage limit (read + tokenize, {a.workers} plain processes): "
+                  f"{lim['steps']:,} transitions, {lim['seconds']:.1f}s = "
+                  f"{lim['steps'] / lim['seconds']:,.0f}/s, CPU {lim['cpu_s']:.1f}s "
+                  f"(tasks {lim['task_cpu_s']:.1f}s)", flush=True)
         for runner in runners:
             row[runner] = job = run_child("job", run_dir, a.workers, a.format, a.shard_bytes,
-                                          a.min_shards, runner)
+                                          a.min_shards, runner, a.kind)
             _print_job(f"{name} {runner}", job)
         row["job"] = row[runners[0]]
         if not a.skip_baseline:
@@ -349,7 +500,13 @@ def main(argv: list[str] | None = None) -> int:
             lp = row["loop"]
             print(f"{name}: plain loop {lp['seconds']:.1f}s = {lp['steps'] / lp['seconds']:,.0f}/s,"
                   f" peak RSS {lp['peak_rss_mb']:.0f} MB; job/loop throughput "
-                  f"{lp['seconds'] / j['seconds']:.2f}x", flush=True)
+                  f"{lp['seconds'] / j['seconds']:.2f}x; CPU {lp['cpu_s']:.1f}s", flush=True)
+        if "limit" in row:
+            lim = row["limit"]
+            print(f"{name}: job/stage limit throughput {lim['seconds'] / j['seconds']:.2f}x "
+                  f"(wall), CPU time job/limit {j['cpu_s'] / lim['cpu_s']:.2f}x; CPU-time-based "
+                  f"rate on {a.workers} cores: {j['steps'] * a.workers / j['cpu_s']:,.0f}/s",
+                  flush=True)
     for runner in runners if "small" in rows and "large" in rows else ():
         s, g = rows["small"][runner], rows["large"][runner]
         print(f"{runner}: peak RSS growth {s['steps']:,} -> {g['steps']:,} transitions: "
@@ -365,7 +522,8 @@ def _print_job(name: str, j: dict) -> None:
           f"{j['steps'] / j['seconds']:,.0f}/s, peak RSS {j['peak_rss_mb']:.0f} MB (tree), "
           f"{j['peak_rss_driver_mb']:.0f} MB (driver), {j['peak_rss_worker_mb']:.0f} MB "
           f"(largest worker); {j['sequences']:,} sequences, "
-          f"{j['bytes'] / 1e6:.1f} MB in {j['files']} file(s)", flush=True)
+          f"{j['bytes'] / 1e6:.1f} MB in {j['files']} file(s); CPU {j['cpu_s']:.1f}s "
+          f"(user+sys, all processes)", flush=True)
 
 
 if __name__ == "__main__":

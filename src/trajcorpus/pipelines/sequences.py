@@ -18,8 +18,8 @@ from ..errors import TokenizeError
 from ..tokenizers.scheme import NO_POSITION, PAD_TOKEN, PATCH_SLOT, Modality
 from ..tokenizers.tokenized import TokenizedEpisode
 
-__all__ = ["Window", "step_sizes", "cut_windows", "concat_tokenized", "assemble", "pack_vl",
-           "SequenceArrays"]
+__all__ = ["Window", "step_sizes", "cut_windows", "concat_tokenized", "join_steps", "assemble",
+           "pack_vl", "SequenceArrays"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +75,20 @@ def concat_tokenized(parts: Sequence[TokenizedEpisode]) -> TokenizedEpisode:
         np.concatenate([p.local_position for p in parts]), step_offsets,
         np.concatenate([p.patches for p in parts]),
         np.concatenate([p.patch_position for p in parts]), patch_offsets)
+
+
+def join_steps(parts: Sequence[tuple[int, TokenizedEpisode]], start: int, stop: int
+               ) -> TokenizedEpisode:
+    """Timesteps [start, stop) of an episode from its consecutive windows, given as (first step,
+    tokens): each window is cut to the asked steps before joining, so only those are copied."""
+    spans = []
+    for first, tok in parts:
+        a, b = max(start, first), min(stop, first + tok.num_steps)
+        if a < b:
+            spans.append(tok.span(a - first, b - first))
+    if sum(p.num_steps for p in spans) != stop - start or not spans:
+        raise TokenizeError(f"steps [{start}, {stop})", "the windows given do not cover them")
+    return concat_tokenized(spans)
 
 
 @dataclasses.dataclass

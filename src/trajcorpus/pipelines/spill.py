@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import math
 import struct
 import threading
 from typing import IO
@@ -58,27 +59,44 @@ def encode_record(tok: TokenizedEpisode) -> bytes:
     return b"".join([_MAGIC, struct.pack("<I", len(header)), header, payload])
 
 
+_Layout = tuple[tuple[tuple[str, np.dtype, tuple[int, ...], int, int], ...], int]
+_LAYOUTS: dict[bytes, _Layout] = {}  # parsed headers: a corpus's windows share a few shapes
+_MAX_LAYOUTS = 4096
+
+
+def _layout(header: bytes, where: str) -> _Layout:
+    """The checked (name, dtype, shape, offset, nbytes) of each array and their total size."""
+    hit = _LAYOUTS.get(header)
+    if hit is not None:
+        return hit
+    try:
+        parsed = json.loads(header)
+    except ValueError as e:
+        raise ShardError(where, f"spill header is not JSON: {e}") from None
+    fields, total = [], 0
+    for name, dtype, shape in parsed:
+        if name not in _FIELDS or dtype not in _DTYPES:
+            raise ShardError(where, f"unexpected spill field {name!r} of dtype {dtype!r}")
+        dt = np.dtype(dtype)
+        n = math.prod(shape) * dt.itemsize
+        if n < 0 or total + n > MAX_RECORD_BYTES:
+            raise ShardError(where, f"spill record declares more than {MAX_RECORD_BYTES} bytes")
+        fields.append((name, dt, tuple(shape), total, n))
+        total += n
+    if len(_LAYOUTS) >= _MAX_LAYOUTS:
+        _LAYOUTS.clear()
+    _LAYOUTS[header] = layout = (tuple(fields), total)
+    return layout
+
+
 def decode_record(buf: bytes, where: str = "spill") -> TokenizedEpisode:
     """The inverse of :func:`encode_record`; decompression is bounded by the declared shapes."""
     if buf[:4] != _MAGIC or len(buf) < 8:
         raise ShardError(where, "not a spill record (bad magic)")
-    (hlen,) = struct.unpack("<I", buf[4:8])
+    (hlen,) = struct.unpack_from("<I", buf, 4)
     if hlen > _MAX_HEADER or 8 + hlen > len(buf):
         raise ShardError(where, f"spill header of {hlen} bytes is out of bounds")
-    try:
-        header = json.loads(buf[8:8 + hlen])
-    except ValueError as e:
-        raise ShardError(where, f"spill header is not JSON: {e}") from None
-    fields, total = [], 0
-    for name, dtype, shape in header:
-        if name not in _FIELDS or dtype not in _DTYPES:
-            raise ShardError(where, f"unexpected spill field {name!r} of dtype {dtype!r}")
-        dt = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        if n < 0 or total + n > MAX_RECORD_BYTES:
-            raise ShardError(where, f"spill record declares more than {MAX_RECORD_BYTES} bytes")
-        fields.append((name, dt, shape, total, n))
-        total += n
+    fields, total = _layout(bytes(buf[8:8 + hlen]), where)
     try:
         raw = _codecs()[1].decompress(memoryview(buf)[8 + hlen:], max_output_size=total)
     except zstandard.ZstdError as e:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from ..errors import TrajcorpusError
@@ -188,8 +189,20 @@ class ReadUnit(beam.DoFn):
             sizes, seq.length, budget,
             lambda w: prompts.wants_prompt(seed, ep.episode_id, w, seq.prompt_probability),
             ep.episode_id)
+        if not windows:
+            return
+        # per episode, not per window: the fixed meta fields (JSON once), each window's largest
+        # timestep (one reduceat), the size estimate's compression ratio (one window)
+        fixed = json.dumps({
+            "dataset": self.spec.config, "task": ep.task, "agent": ep.agent,
+            "episode_id": ep.episode_id,
+            "lineage": relative_lineage(ep.source, self.spec.lineage_root),
+            "normalized_score": normalized_score(self.spec.references.get(ep.task), ep.return_)},
+            sort_keys=True)[:-1]
+        max_step = np.maximum.reduceat(sizes, [w.start for w in windows])
+        return_ = float(ep.return_)
         ratio = None
-        for w in windows:
+        for w, top in zip(windows, max_step.tolist(), strict=True):
             part = tok.span(w.start, w.stop)
             if ratio is None:
                 ratio = self._compression_ratio(part)
@@ -197,17 +210,13 @@ class ReadUnit(beam.DoFn):
             raw = _raw_nbytes(part)
             if w.wants_prompt:
                 raw += int(budget * raw / max(part.num_tokens, 1))
-            meta = {"dataset": self.spec.config, "task": ep.task, "agent": ep.agent,
-                    "episode_id": ep.episode_id, "window": w.index, "first_step": w.start,
-                    "last_step": w.stop - 1,
-                    "lineage": relative_lineage(ep.source, self.spec.lineage_root),
-                    "normalized_score": normalized_score(self.spec.references.get(ep.task),
-                                                         ep.return_)}
+            meta = (f'{fixed}, "first_step": {w.start}, "last_step": {w.stop - 1}, '
+                    f'"window": {w.index}}}')
             yield WindowRef(
                 sequence_key(ep.episode_id, w.index), ep.task, ep.agent, ep.episode_id,
-                float(ep.return_), False, w.index, w.start, w.stop - 1, part.num_tokens,
-                int(sizes[w.start:w.stop].max()), w.wants_prompt, writer.uri, offset, length,
-                int(math.ceil(raw * ratio)) + 256, json.dumps(meta, sort_keys=True))
+                return_, False, w.index, w.start, w.stop - 1, part.num_tokens, top,
+                w.wants_prompt, writer.uri, offset, length, int(math.ceil(raw * ratio)) + 256,
+                meta)
 
     def _flush_vl(self, buf: list[tuple[Episode, TokenizedEpisode]], writer: SpillWriter
                   ) -> list[WindowRef]:

@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from ..errors import TrajcorpusError
 from ..tokenizers.schemes import scheme_of
 from ..tokenizers.tokenized import TokenizedEpisode
-from .sequences import assemble, concat_tokenized
+from .sequences import assemble, join_steps
 from .spec import _NS, JobSpec, PromptRef, WindowRef, say
 from .spill import SpillReader
 
@@ -75,14 +75,14 @@ class WriteShard(beam.DoFn):
     def _prompt(self, ref: PromptRef | None) -> TokenizedEpisode | None:
         if ref is None:
             return None
-        parts = [self.reader.read(uri, off, n, cache=True) for _, uri, off, n in ref.windows]
-        base = ref.windows[0][0]
-        return concat_tokenized(parts).span(ref.start - base, ref.stop - base)
+        return join_steps([(first, self.reader.read(uri, off, n, cache=True))
+                           for first, uri, off, n in ref.windows], ref.start, ref.stop)
 
     def _examples(self, refs: list[WindowRef], prompt_of: dict, stats: dict | None
                   ) -> Iterator[dict]:
         """The shard's examples in key order (write_shard checks each against SPEC 6)."""
         length = self.spec.sequence.length
+        names = scheme_of(self.spec.tokenize).modality_names
         for r in refs:
             window = self.reader.read(r.uri, r.offset, r.length)
             pref = prompt_of.get(r.key)
@@ -94,7 +94,6 @@ class WriteShard(beam.DoFn):
             ex = {"__key__": r.key, **arrays.as_dict(),
                   "meta": json.dumps(meta, sort_keys=True, separators=(",", ":"))}
             if stats is not None:
-                names = scheme_of(self.spec.tokenize).modality_names
                 s = stats.setdefault(r.task, {"sequences": 0, "prompted_sequences": 0,
                                               "tokens": [0] * len(names)})
                 s["sequences"] += 1
