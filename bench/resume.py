@@ -2,6 +2,7 @@
 
     .venv/bin/python -P bench/resume.py                               # 10 runs x 2 x 50k slots
     .venv/bin/python -P bench/resume.py --runs 10 --checkpoints 2 --slots 25000 --kill-at 0.7
+    .venv/bin/python -P bench/resume.py --golden     # every demo config, twice, against the golden
 
 Data: ``--runs`` DQN Replay runs (Pong/1..R) of ``--checkpoints`` checkpoints of ``--slots``
 transitions each, in Dopamine's on-disk format (``bench/read_dqn.py``'s ``synthesize``: the real
@@ -26,11 +27,12 @@ import importlib.util
 import json
 import os
 import platform
-import resource
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,17 +78,56 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO / "src"), "TRAJCORPUS_RUN_CHILD": "1"}
 
 
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def timed(cmd: list[str]) -> dict:
-    """Wall and CPU seconds (user+sys of the child and the processes it waited for)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Wall seconds; CPU seconds (user+sys) of the job and every process it started, sampled
+    from /proc every 0.1 s (Beam's workers are not waited for, so rusage would miss them); the
+    seconds the progress lines give for reading units and writing shards."""
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    proc = subprocess.Popen([c for c in cmd if c != "--quiet"], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    last: dict[int, int] = {}
+    while proc.poll() is None:
+        for pid in _descendants(proc.pid):
+            ticks = _cpu_ticks(pid)
+            if ticks >= 0:
+                last[pid] = max(last.get(pid, 0), ticks)
+        time.sleep(0.1)
     wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reader.join()
     if proc.returncode:
-        raise SystemExit(proc.stderr[-3000:])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu}
+        raise SystemExit("".join(err)[-3000:])
+    stage = {"read": 0.0, "write": 0.0}
+    for line in err:
+        m = re.search(r"\] (read unit|wrote) .*\(([0-9.]+)s\)$", line.strip())
+        if m:
+            stage["read" if m.group(1) == "read unit" else "write"] += float(m.group(2))
+    return {"wall": wall, "cpu": sum(last.values()) / os.sysconf("SC_CLK_TCK"), **stage}
 
 
 def _entries(out: Path) -> int:
@@ -124,6 +165,37 @@ def differing(a: Path, b: Path) -> list[str]:
     return sorted(k for k in set(ta) | set(tb) if ta.get(k) != tb.get(k))
 
 
+def golden() -> int:
+    """Build every recorded demo config twice into one folder (the second time every unit comes
+    from the cache) and compare both with tests/fixtures/golden (the reuse facts aside)."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import test_golden_demo as g
+
+    want = g._recorded()
+    ids = sorted(want["configs"])
+    out = Path(tempfile.mkdtemp()) / "OUT"
+    bad = []
+    for attempt in ("cold cache", "every unit cached"):
+        g.build(out, ids)
+        now = g.snapshot(out, ids, want)
+        for c in ids:
+            w, got = want["configs"][c], now["configs"][c]
+            files = {k: v for k, v in got["files"].items() if not k.endswith(".build.json")}
+            if files != w["files"] or got["totals"] != w["totals"] or \
+                    any(got["info"][k] != w["info"][k] for k in w["info"]):
+                bad.append((attempt, c))
+        if now["manifest_files"] != want["manifest_files"]:
+            bad.append((attempt, "manifest files"))
+        facts = {c: json.loads((out / f"audit/{c}.build.json").read_text())
+                 for c in ids if (out / f"audit/{c}.build.json").exists()}
+        print(f"{attempt}: reuse facts {facts}; card as recorded: {now['card'] == want['card']}")
+    print(f"differences from the golden record: {bad or 'none'}")
+    shutil.rmtree(out.parent)
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=10)
@@ -131,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=50_000)
     p.add_argument("--kill-at", type=float, default=0.7)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--golden", action="store_true", help="only the demo configs' golden check")
     a = p.parse_args(argv)
+    if a.golden:
+        return golden()
 
     grown_root = corpus(a.runs + 1, a.checkpoints, a.slots)  # the grown corpus, then hide a run
     work = DATA / "work"
@@ -168,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     full, grown = res["full (no cache)"], res["grown full (no cache)"]
     for name, r in res.items():
         extra = f", {r['cached']} of {units} units cached at the kill" if "cached" in r else ""
-        cpu = f", CPU {r['cpu']:.1f}s" if "cpu" in r else ""
+        cpu = (f", CPU {r['cpu']:.1f}s (reading units {r['read']:.1f}s, writing shards "
+               f"{r['write']:.1f}s)") if "cpu" in r else ""
         print(f"{name:24s} wall {r['wall']:7.1f}s{cpu}{extra}")
     print(f"resume / full build:      wall {res['resume']['wall'] / full['wall']:.2f}x, CPU "
           f"{res['resume']['cpu'] / full['cpu']:.2f}x  (reuse facts {facts['resumed']})")
