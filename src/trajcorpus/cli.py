@@ -46,6 +46,7 @@ def _catalog_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pipelines.buildcache import CACHE_DIR_HELP
     from .shards.codecs import format_choices
     from .shards.layout import MIN_SHARD_BYTES, MIN_SHARDS
 
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"at least this many shards per split while each keeps "
                      f"{MIN_SHARD_BYTES >> 20} MiB (default: {MIN_SHARDS}; 1 = by "
                      "--shard_bytes only)")
+    run.add_argument("--cache_dir", default=None, metavar="URI", help=CACHE_DIR_HELP)
     run.add_argument("--direct_num_workers", type=int, default=None, metavar="N",
                      help="DirectRunner worker processes (default: the number of cores, "
                      f"{os.cpu_count() or 1} here)")
@@ -94,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = sub.add_parser("verify", help="re-hash every file of an output against its manifest")
     ver.add_argument("output")
+
+    cache = sub.add_parser("cache", help="show or clear an output's build cache "
+                           "(docs/build-cache.md)")
+    cache.add_argument("output")
+    cache.add_argument("--cache_dir", default=None, metavar="URI",
+                       help="the cache folder, if the run was given one (default: "
+                       "OUTPUT/.trajcorpus-cache)")
+    cache.add_argument("--clear", action="store_true", help="delete every entry")
 
     card = sub.add_parser("card", help="(re)write the dataset card of an output folder")
     card.add_argument("output")
@@ -257,7 +267,7 @@ _CHILD_ENV = "TRAJCORPUS_RUN_CHILD"
 
 def _run_flags(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
     flags = list(extra)
-    for name in ("shard_bytes", "min_shards", "direct_num_workers"):
+    for name in ("shard_bytes", "min_shards", "cache_dir", "direct_num_workers"):
         value = getattr(args, name)
         if value is not None:
             flags.append(f"--{name}={value}")
@@ -284,6 +294,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     report = verify_output(args.output)
     print(report.render())
     return 0 if report.ok else 1
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .pipelines.buildcache import cache_root, cache_summary, clear_cache
+
+    root = cache_root(args.output, args.cache_dir)
+    if root is None:
+        raise TrajcorpusError("--cache_dir", "none names no cache folder")
+    entries, size = cache_summary(root)
+    if args.clear:
+        clear_cache(root)
+        print(f"{root}: removed {entries} entries, {size / 1e6:.1f} MB")
+    else:
+        print(f"{root}: {entries} entries, {size / 1e6:.1f} MB")
+    return 0
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
@@ -348,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_verify(args)
         if args.command == "card":
             return _cmd_card(args)
+        if args.command == "cache":
+            return _cmd_cache(args)
         if args.command == "publish":
             return _cmd_publish(args)
         raise TrajcorpusError("trajcorpus", f"unknown command {args.command!r}")

@@ -68,6 +68,7 @@ class ConfigInputs:
     rejects: list[RejectGroup]
     audit_path: str | None
     problems: list[str]  # what could not be read (shown in the card, never hidden)
+    build: dict[str, int] | None = None  # units taken from the build cache (audit/{config}.build.json)
 
     @property
     def source(self) -> dict[str, Any]:
@@ -104,6 +105,18 @@ def _read_json(uri: str) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ShardError(uri, f"not valid JSON: {e}") from None
+
+
+def _load_build(out: str, config: str) -> dict[str, int] | None:
+    """The build-cache facts of the last build, when it reused any units."""
+    uri = fs.join(out, audit_relpath(config, "build"))
+    if not fs.exists(uri):
+        return None
+    facts = _read_json(uri)
+    if not isinstance(facts, dict) or not all(
+            isinstance(facts.get(k), int) for k in ("units", "reused_units")):
+        raise ShardError(uri, "expected {\"units\": int, \"reused_units\": int}")
+    return {"units": facts["units"], "reused_units": facts["reused_units"]}
 
 
 def _iter_jsonl(uri: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -190,6 +203,6 @@ def load_inputs(out: str) -> CardInputs:
         configs[name] = ConfigInputs(
             name=name, info=public_info(infos.get(name, {})), files=[f for f in files if f.config == name],
             audit=audit, episodes=_load_episodes(out, name), rejects=_load_rejects(out, name),
-            audit_path=audit_path, problems=problems,
+            audit_path=audit_path, problems=problems, build=_load_build(out, name),
         )
     return CardInputs(out=out, manifest=manifest.to_dict(), configs=configs)

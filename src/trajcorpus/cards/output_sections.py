@@ -174,6 +174,11 @@ def _rebuild(m: CardModel) -> str:
                         f"{c.cfg.name} --seed {c.cfg.info.get('seed', 0)} "
                         "--output OUT", "bash"),
                   "", f"Code version: `{version or 'not recorded'}`."]
+        if c.cfg.build:
+            b = c.cfg.build
+            parts += ["", f"Build cache: {b['reused_units']} of {b['units']} units reused (read "
+                      "and tokenized by an earlier build with the same inputs, settings and code "
+                      "version; the shards are the bytes a clean build writes)."]
     return "\n".join(parts)
 
 

@@ -115,11 +115,25 @@ def finalize(spec: JobSpec, units: Sequence[Unit], seconds: float, card: bool = 
         spec.output, spec.config, (res.get("raw_stats_config") or {}).get("state")
         or RawStats().to_state(), {t: v["state"] for t, v in res["raw_stats"].items()})
     write_manifest(spec.output, [ShardFile.from_dict(f) for f in files], spec.config, info)
+    _write_build_facts(spec, len(units))
     fs.remove(spec.tmp)
     _remove_if_empty(fs.join(spec.output, TMP_DIR))
     if card:
         say(spec, f"dataset card: {_write_card(spec)}")
     return JobResult(spec.config, spec.output, audit, files, text_model, seconds)
+
+
+def _write_build_facts(spec: JobSpec, num_units: int) -> None:
+    """``audit/{config}.build.json`` when units came from the build cache (the card's line);
+    removed otherwise, so a clean build's files are exactly those of a build without a cache."""
+    from .buildcache import reused_units
+
+    uri = fs.join(spec.output, audit_relpath(spec.config, "build"))
+    reused = reused_units(fs.join(spec.tmp, "units")) if spec.cache is not None else 0
+    if reused:
+        audit_mod.write_json(uri, {"units": num_units, "reused_units": reused})
+    elif fs.exists(uri):
+        fs.remove(uri)
 
 
 def _remove_if_empty(uri: str) -> None:

@@ -16,6 +16,7 @@ from ..errors import TrajcorpusError
 from ..schemas.catalog import DatasetEntry
 from ..schemas.records import AUDIT_DIR
 from ..sources.base import get_source
+from .buildcache import CACHE_DIR
 
 __all__ = ["TMP_DIR", "OUTPUT_NAMES", "check_output", "reader_options", "lineage_root"]
 
@@ -23,7 +24,7 @@ TMP_DIR = ".trajcorpus-tmp"
 
 
 OUTPUT_NAMES = frozenset({"manifest.json", "README.md", "data", AUDIT_DIR, "tokenizer", "card",
-                          TMP_DIR})
+                          TMP_DIR, CACHE_DIR})
 
 
 def check_output(output: str, config: str, overwrite: bool) -> None:

@@ -35,6 +35,7 @@ from ..shards.layout import plan_num_shards
 from ..sources.base import Unit
 from ..tokenizers.schemes import scheme_of
 from . import audit as audit_mod
+from .buildcache import cache_root, plan_cache
 from .filter import is_kept
 from .finalize import RESULT_FILE, JobResult, finalize
 from .inputs import TMP_DIR, check_output, lineage_root, reader_options
@@ -290,6 +291,9 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
     spec = dataclasses.replace(source_spec, num_units=len(units),
                                references=task_references(source_spec.entry, entry.kind, units),
                                lineage_root=lineage_root(uri))
+    if not dry_run:  # the build cache's keys (pipelines/buildcache.py)
+        spec = dataclasses.replace(spec, cache=plan_cache(
+            spec, source, units, cache_root(output, job_options.cache_dir)))
     say(spec, f"{len(units)} unit(s) of work from {uri}")
 
     text_model: dict | None = None

@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from ..errors import TrajcorpusError
 from ..shards.layout import MIN_SHARD_BYTES, MIN_SHARDS
+from .buildcache import CACHE_DIR_HELP
 from .stages import JobSpec
 
 __all__ = ["DEFAULT_SHARD_BYTES", "DEFAULT_MIN_SHARDS", "TrajcorpusOptions", "pipeline_options",
@@ -32,6 +33,7 @@ class TrajcorpusOptions(PipelineOptions):
         parser.add_argument("--min_shards", type=int, default=DEFAULT_MIN_SHARDS,
                             help="at least this many shards per split while each keeps "
                             f"{MIN_SHARD_BYTES >> 20} MiB (default {DEFAULT_MIN_SHARDS}; 1 = by --shard_bytes only)")
+        parser.add_argument("--cache_dir", default="", help=CACHE_DIR_HELP)
 
 
 def _has_flag(args: Sequence[str], name: str) -> bool:

@@ -55,6 +55,7 @@ class JobSpec:
     references: dict = dataclasses.field(default_factory=dict)  # task -> reference returns
     input: str = ""  # the input as the user gave it (--input or the entry's uri), for the manifest
     lineage_root: str = ""  # meta lineage paths are relative to this (see relative_lineage)
+    cache: Any = None  # a buildcache.BuildCache, or None: no build cache
 
     def open_source(self) -> Source:
         from ..sources import open_source

@@ -30,6 +30,7 @@ from ..tokenizers.scheme import MODALITY_NAMES
 from ..tokenizers.tokenized import TokenizedEpisode
 from . import prompts
 from .atomic import atomic_open
+from .buildcache import cached
 from .filter import FilterResult, filter_task
 from .sequences import assemble, cut_windows, pack_vl, step_sizes
 from .spec import (
@@ -73,6 +74,9 @@ class ExtractTexts(beam.DoFn):
         self.source = self.spec.open_source()
 
     def process(self, unit: Unit) -> Iterator[str]:
+        yield from cached(self.spec, unit, "texts", "", lambda _: self._texts(unit))
+
+    def _texts(self, unit: Unit) -> Iterator[str]:
         seen: set[str] = set()
         for item in self.source.read_unit_safely(unit):
             if isinstance(item, Rejected):
@@ -120,10 +124,16 @@ class ReadUnit(beam.DoFn):
         return self._tokenizers[path]
 
     def process(self, unit: Unit, text_model: dict | None = None) -> Iterator[Any]:
+        """From the build cache when this unit's entry exists (:mod:`.buildcache`)."""
+        yield from cached(self.spec, unit, "read", (text_model or {}).get("sha256", ""),
+                          lambda spill: self._read(unit, text_model, spill),
+                          files=("episodes.jsonl", "rejected.jsonl"))
+
+    def _read(self, unit: Unit, text_model: dict | None, spill: str) -> Iterator[Any]:
         t0 = time.perf_counter()
         spec = self.spec
         tokenizer = self._tokenizer(text_model)
-        writer = SpillWriter(spec.unit_file(unit, "spill"))
+        writer = SpillWriter(spill)
         episodes: list[dict] = []
         rejected: list[Rejected] = []
         vl_buffers: dict[str, list[tuple[Episode, TokenizedEpisode]]] = defaultdict(list)

@@ -35,8 +35,11 @@ RULE_KEYS = ("rule", "top_fraction", "threshold_episode_id")  # only when the ru
 
 
 def audit_relpath(config: str, part: str = "audit") -> str:
-    """The path inside OUT of one audit file: ``audit``, ``rejected`` or ``episodes``."""
-    suffix = {"audit": ".json", "rejected": ".rejected.jsonl", "episodes": ".episodes.jsonl"}
+    """The path inside OUT of one audit file: ``audit``, ``rejected`` or ``episodes``; or
+    ``build``: how many units the build took from the build cache (written only when any were,
+    so a clean build's files are unchanged)."""
+    suffix = {"audit": ".json", "rejected": ".rejected.jsonl", "episodes": ".episodes.jsonl",
+              "build": ".build.json"}
     return f"{AUDIT_DIR}/{config}{suffix[part]}"
 
 

@@ -120,7 +120,7 @@ def publish(out: str, repo_id: str, private: bool = False, token: str | None = N
     return str(url)
 
 
-_SKIP = (".trajcorpus-tmp/", ".cache/")
+_SKIP = (".trajcorpus-tmp/", ".trajcorpus-cache/", ".cache/")  # temporaries, build cache
 
 
 def upload_files(out: str) -> list[tuple[str, Any]]:

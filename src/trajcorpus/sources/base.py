@@ -140,6 +140,13 @@ class Source(abc.ABC):
         filter such an input instead of keeping an arbitrary fraction."""
         return None
 
+    def unit_inputs(self, unit: Unit) -> tuple[str, ...]:
+        """The files and folders whose bytes define ``unit``'s episodes: the build cache keys a
+        unit on their sizes and modification times (``pipelines/buildcache.py``). The default,
+        the whole input, is always right; a kind whose units read only their own files names
+        them, so a grown corpus reuses its other units."""
+        return (self.uri,)
+
     def field_names(self) -> dict[str, list[str]]:
         """Episode field -> per-dimension names from the input's own metadata (LeRobot's
         ``names``), for the manifest's semantics; most formats have none."""

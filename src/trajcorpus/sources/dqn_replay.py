@@ -179,6 +179,10 @@ class DqnReplaySource(AtariLogs):
                               "replay_logs/$store$_observation_ckpt.N.gz and its siblings)")
         return units
 
+    def unit_inputs(self, unit: Unit) -> tuple[str, ...]:
+        """The run's replay_logs folder: a checkpoint is read with its neighbours' files."""
+        return (unit.uri,)
+
     def read_unit(self, unit: Unit) -> Iterator[Episode | Rejected]:
         run = Run(self, unit.uri, unit.param("game"), unit.param("run"), unit.param("suffixes"))
         yield from run.read(int(unit.param("suffix")))
