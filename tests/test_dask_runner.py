@@ -295,3 +295,34 @@ def test_without_an_address_a_local_cluster_runs_and_is_stopped(tmp_path) -> Non
                    if c.pid not in before and "resource_tracker" not in " ".join(c.cmdline())]:
         assert time.time() < deadline, f"the local cluster's processes outlived the run: {left}"
         time.sleep(0.5)
+
+
+def _bookkeeping(dask_worker) -> tuple[list[str], float, float]:
+    callbacks = dask_worker.periodic_callbacks
+    return sorted(callbacks), callbacks["tick"].callback_time, callbacks["monitor"].callback_time
+
+
+def test_the_local_cluster_slows_its_workers_bookkeeping() -> None:
+    """No profiler, a 500 ms event-loop tick, a 2 s system monitor: what a run without a
+    dashboard needs (docs/benchmarks.md: ~25 ms of worker CPU per wall second otherwise)."""
+    from distributed import Client
+
+    from trajcorpus.pipelines.dask_runner import local_cluster
+
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        ((names, tick, monitor),) = client.run(_bookkeeping).values()
+    assert "profile" not in names and "heartbeat" in names
+    assert (tick, monitor) == (500, 2000)
+
+
+def test_the_runner_starts_its_cluster_with_local_cluster(monkeypatch) -> None:
+    from trajcorpus.pipelines import dask_runner
+
+    def refuse(n_workers: int):
+        raise RuntimeError(f"local_cluster({n_workers})")
+
+    monkeypatch.setattr(dask_runner, "local_cluster", refuse)
+    p = beam.Pipeline(runner=dask_runner.JobDaskRunner())
+    _ = p | beam.Create([1])
+    with pytest.raises(RuntimeError, match=r"local_cluster\(\d+\)"):
+        p.run()

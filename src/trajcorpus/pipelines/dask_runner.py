@@ -50,7 +50,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from .. import fs
 from ..errors import TrajcorpusError
 
-__all__ = ["JobDaskRunner", "check_shared_path"]
+__all__ = ["JobDaskRunner", "MallocTuning", "QUIET_WORKERS", "check_shared_path", "local_cluster"]
 
 
 # --- tagged ParDo ------------------------------------------------------------------------------
@@ -232,6 +232,32 @@ class MallocTuning(WorkerPlugin):
         except (OSError, AttributeError):
             pass
 
+
+# The worker's own bookkeeping runs on its event loop and takes the GIL from the task each time:
+# these three wake it ~160 times a second and feed only the dashboard (which the local cluster
+# has not) or a warning after 3 s of blocking. Measured (docs/benchmarks.md, "Pipeline on Dask"):
+# they cost each worker ~25 ms of CPU per second of wall time, 1.25x the read stage's CPU when a
+# loaded machine gives the task ~10% of a core. A long-lived cluster of the user's keeps its own
+# settings (docs/running-on-dask.md shows the same ones as environment variables).
+QUIET_WORKERS = {
+    "distributed.worker.profile.enabled": False,  # statistical profiler, every 10 ms
+    "distributed.admin.tick.interval": "500ms",  # event-loop health check, every 20 ms
+    "distributed.admin.system-monitor.interval": "2s",  # host CPU/memory/IO figures, 500 ms
+}
+
+
+def local_cluster(n_workers: int) -> Any:
+    """The run's own cluster: ``n_workers`` single-threaded worker processes, no dashboard, the
+    workers' bookkeeping slowed to what a run without a dashboard needs (``QUIET_WORKERS``;
+    nannies pass the config to their workers, restarted ones included)."""
+    import dask
+    import dask.distributed as ddist
+
+    with dask.config.set(QUIET_WORKERS):
+        return ddist.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=logging.ERROR)
+
+
 @dataclasses.dataclass
 class JobDaskResult(DaskRunnerResult):
     """Waits for the job's futures, then closes the client and the local cluster, if any."""
@@ -310,9 +336,7 @@ class JobDaskRunner(DaskRunner):
             bag_kwargs = {"npartitions": int(self.npartitions)}
         cluster = None
         if not dask_options.get("address") and not dask_options.get("scheduler_file"):
-            cluster = ddist.LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
-                                         processes=True, dashboard_address=None,
-                                         silence_logs=logging.ERROR)
+            cluster = local_cluster(os.cpu_count() or 1)
             dask_options["address"] = cluster.scheduler_address
         try:
             client = ddist.Client(**dask_options)
