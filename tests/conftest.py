@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 
 from support.golden import ONE_WORKER, recorded, snapshot
+from support.once import built_once, session_base
 
 # Property tests are deterministic by default ("ci": the examples derive from each test's source,
 # no example database), so the suite fails only on a code change. "search" is the randomised hunt
@@ -93,18 +94,10 @@ def _build_demo_workspace(ws: Path) -> dict:
 def demo_workspace(tmp_path_factory) -> DemoWorkspace:
     """Built once per session: under pytest-xdist the first worker to ask builds it in the
     session's shared temporary folder while the others wait, then all read it."""
-    from filelock import FileLock
-
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the session's folder, above each worker's own
-    ws, built = base / "demo-workspace", base / "demo-workspace.json"
-    with FileLock(str(base / "demo-workspace.lock")):
-        if not built.exists():
-            built.write_text(json.dumps(_build_demo_workspace(ws)))
-    result = json.loads(built.read_text())
+    base = session_base(tmp_path_factory.getbasetemp())
+    result = built_once(base, "demo-workspace", _build_demo_workspace)
     assert "error" not in result, result.get("error")
-    return DemoWorkspace(ws, result["stdout"], result["snapshot"])
+    return DemoWorkspace(base / "demo-workspace", result["stdout"], result["snapshot"])
 
 
 # How the suite stays short: `make test` runs it on 2 pytest-xdist workers (`-n 2`; pyproject's
@@ -112,7 +105,7 @@ def demo_workspace(tmp_path_factory) -> DemoWorkspace:
 # - A module runs whole on one worker, so a module-scoped fixture (a module's shared job runs) is
 #   built once. Share a run between the tests of a module with a module-scoped fixture; do not add
 #   session fixtures that build (each worker would build them again), except through a file lock
-#   as `demo_workspace` does.
+#   as `demo_workspace` does (support/once.py).
 # - The demo output (`demo_workspace`) is the one build shared across modules and workers: a test
 #   that needs a demo config's output reads it there instead of building the config again. Its
 #   builder, tests/test_golden_demo.py, is scheduled first; the modules that read it come last, so
