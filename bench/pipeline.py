@@ -3,6 +3,8 @@
     .venv/bin/python -P bench/pipeline.py                      # synthesise if needed, then run
     .venv/bin/python -P bench/pipeline.py --checkpoints 4 --slots 250000 --workers 2
     .venv/bin/python -P bench/pipeline.py --runners DirectRunner,DaskRunner --skip-baseline
+    .venv/bin/python -P bench/pipeline.py --profile loop       # cProfile's top entries instead
+    .venv/bin/python -P bench/pipeline.py --kind minari --copies 10   # MuJoCo (or: captions)
 
 Data: DQN Replay checkpoints in Dopamine's on-disk format, synthesised by ``bench/read_dqn.py``'s
 ``synthesize`` (the real Pong fixture's slots tiled, gzip level 9) under ``bench/data/pipeline/``
@@ -10,12 +12,20 @@ Data: DQN Replay checkpoints in Dopamine's on-disk format, synthesised by ``benc
 the same number of checkpoints of ``--slots / --checkpoints`` each: both keep every worker busy,
 so their peak memory compares 1x and Nx the transitions with the same parallelism. ``--run-dir`` runs the job on another replay run instead
 (e.g. the real 1M-slot Dopamine checkpoint ``bench/data/dopamine/Pong/1``: one unit).
+``--kind minari`` / ``captions``: the bundled Minari (Hopper + HalfCheetah) or COCO-layout
+fixtures copied ``--copies`` times under distinct dataset / image ids, job (and for Minari the
+stage limit) only.
 
 Each measurement runs in a fresh child process; peak RSS is sampled every 0.1 s over the child and
 all its descendants (the DirectRunner's worker processes, or the DaskRunner's local cluster:
-``--workers`` single-threaded worker processes started for the run), summed, and per process. The baseline is the same work
+``--workers`` single-threaded worker processes started for the run), summed, and per process; CPU
+time is user+sys of the child and every descendant it waited for. The **stage limit** is read +
+tokenize of the same units in ``--workers`` plain processes (one unit per task), nothing else:
+what the job would cost if everything between the stages were free. The baseline is the same work
 with the same library functions in one plain Python loop (read, tokenize, cut windows, spill,
 filter, prompt candidates, prompts, Parquet shards by the same byte target), no Beam.
+``--profile loop|job`` runs the loop, or the job with its workers in this process (DirectRunner
+``in_memory``), under cProfile on the first corpus and prints the top entries.
 """
 
 from __future__ import annotations
@@ -140,18 +150,23 @@ def _synth_minari(copies: int) -> Path:
 
 def _synth_captions(copies: int) -> Path:
     """The bundled COCO-layout fixture (20 photos, 26 captions) with its images and captions
-    listed ``copies`` times under distinct ids (the same files): ``26 * copies`` records."""
+    listed ``copies`` times under distinct ids and file names (hard links to the same files:
+    the reader refuses two ids naming one file): ``26 * copies`` records."""
     root = DATA / f"coco-x{copies}"
     if (root / "done").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
     fixture = REPO / "tests" / "fixtures" / "image_caption" / "coco"
     (root / "annotations").mkdir(parents=True)
-    shutil.copytree(fixture / "train2017", root / "train2017")
+    (root / "train2017").mkdir()
     ann = json.loads((fixture / "annotations" / "captions_train2017.json").read_text())
+    for k in range(copies):
+        for im in ann["images"]:
+            os.link(fixture / "train2017" / im["file_name"],
+                    root / "train2017" / f"c{k}_{im['file_name']}")
     big = {k: v for k, v in ann.items() if k not in ("images", "annotations")}
-    big["images"] = [{**im, "id": im["id"] + k * 10**8} for k in range(copies)
-                     for im in ann["images"]]
+    big["images"] = [{**im, "id": im["id"] + k * 10**8, "file_name": f"c{k}_{im['file_name']}"}
+                     for k in range(copies) for im in ann["images"]]
     big["annotations"] = [{**a, "id": a["id"] + k * 10**8, "image_id": a["image_id"] + k * 10**8}
                           for k in range(copies) for a in ann["annotations"]]
     (root / "annotations" / "captions_train2017.json").write_text(json.dumps(big))
