@@ -70,6 +70,16 @@ def test_the_shared_build_runs_once_for_every_process_and_keeps_a_failure(tmp_pa
     assert proc.returncode == 0 and proc.stdout.strip() == str(os.getpid()), proc.stderr
     failed = built_once(tmp_path, "bad", lambda p: {"error": "why"})
     assert built_once(tmp_path, "bad", lambda p: pytest.fail("built twice")) == failed
+
+    def dies(path: Path) -> dict:  # a build whose test timed out: folder made, no result kept
+        path.mkdir()
+        raise TimeoutError
+
+    with pytest.raises(TimeoutError):
+        built_once(tmp_path, "cut", dies)
+    later = built_once(tmp_path, "cut", lambda p: pytest.fail("built again"))
+    assert later == {"error": f"{tmp_path / 'cut'}: the shared build did not finish (the first "
+                              "test that asked for it failed or timed out)"}
     # the workers of one session share the folder above their own basetemp; a plain run its own
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
     assert session_base(tmp_path / "popen-gw1") == tmp_path

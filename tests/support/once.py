@@ -18,11 +18,17 @@ def session_base(basetemp: Path) -> Path:
 def built_once(base: Path, name: str, build: Callable[[Path], dict]) -> dict:
     """``build(base / name)``'s JSON-able result, built by the first process that asks (under a
     file lock: the others wait) and read back from ``base / f"{name}.json"`` by every later one,
-    a failed build's result included (so each asker fails with the same message)."""
+    a failed build's result included (so each asker fails with the same message). A build that
+    died half-way (its test timed out) is not tried again: the later askers get an ``error``."""
     from filelock import FileLock
 
-    result = base / f"{name}.json"
+    result, folder = base / f"{name}.json", base / name
     with FileLock(str(base / f"{name}.lock")):
         if not result.exists():
-            result.write_text(json.dumps(build(base / name)))
+            if folder.exists():
+                done = {"error": f"{folder}: the shared build did not finish (the first test that "
+                                 "asked for it failed or timed out)"}
+            else:
+                done = build(folder)
+            result.write_text(json.dumps(done))
     return json.loads(result.read_text())
