@@ -4,7 +4,8 @@
     .venv/bin/python -P bench/scale.py --datasets demo-minari --runners DaskRunner
     .venv/bin/python -P bench/scale.py --plan --atari-rate 9000     # the docs/scale.md tables
 
-docs/scale.md extrapolates these to the whole DQN Replay Dataset and a Gato-scale mixture. Each
+docs/scale.md extrapolates these to the whole DQN Replay Dataset and a Gato-scale mixture, and
+checks the plan on a 1/1000 DQN sample (``bench/scale_sample.py``: CPU time per process). Each
 run is the whole job (``run_job``, Parquet shards) in a fresh child process on one demo config;
 the workers' own progress lines give the time each read task (read + tokenize + cut + spill) and
 each shard task (read back, assemble, encode, write) took, so Beam's and Dask's fixed start-up

@@ -30,7 +30,6 @@ import importlib.util
 import io
 import json
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -46,8 +45,6 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "atari_dqn_replay"
 FRAME = (84, 84)
 LAYOUT = (("Pong", ("1", "2")), ("Breakout", ("1",)))  # game, runs; run 2 links to run 1
-READ = re.compile(r"\] read unit \d+/\d+ .*: (\d+) episodes, .* \(([\d.]+)s\)")
-WROTE = re.compile(r"\] wrote (\S+): (\d+) examples, ([\d.]+) MB \(([\d.]+)s\)")
 
 
 def _bench(name: str):
@@ -261,9 +258,10 @@ def run(root: Path, runner: str, workers: int, work: Path, log: Path | None) -> 
                              check=True, stdout=subprocess.PIPE, stderr=err, text=True).stdout
     shutil.rmtree(work, ignore_errors=True)
     res = json.loads(out.strip().splitlines()[-1])
-    text = log.read_text()
-    reads = [float(m.group(2)) for m in READ.finditer(text)]
-    writes = [float(m.group(4)) for m in WROTE.finditer(text)]
+    text, scale = log.read_text(), _bench("scale")  # its patterns for the progress lines
+    read_re, wrote_re = scale.READ, scale.WROTE
+    reads = [float(m.group(2)) for m in read_re.finditer(text)]
+    writes = [float(m.group(4)) for m in wrote_re.finditer(text)]
     res.update(read_task_s=reads, write_task_s=writes)
     return res
 
