@@ -640,3 +640,37 @@ def test_an_episode_through_a_whole_checkpoint_counts_all_its_steps(tmp_path):
     assert rejected[0].reason.startswith(
         f"incomplete episode: after {head + 15000} step(s) it runs into 1 add(s) between "
         "checkpoint 1 and 2 that no checkpoint holds (stale slot ")
+
+
+def test_an_action_outside_the_action_set_rejects_its_episode(tmp_path):
+    """An action exactly num_actions (and one below 0) rejects the episode, naming its first slot
+    and the first bad step (found by mutation testing: docs/mutation-testing.md)."""
+    run = copy_run(tmp_path)
+    g = next(g for g in gt_of("Breakout")["episodes"] if g["checkpoint"] == 2)
+    path = run / "replay_logs" / "$store$_action_ckpt.2.gz"
+    with gzip.open(path) as f:
+        action = np.load(f, allow_pickle=False)
+    action[g["start_index"] + 10], action[g["start_index"] + 20] = 4, -1
+    _save_gz(path, action)
+    src = DqnReplaySource(str(run), options={"num_actions": 4})
+    items = list(src.read_unit(unit_of(src, 2)))
+    rejected = [r for r in items if isinstance(r, Rejected)]
+    assert len(rejected) == 1 and rejected[0].task == "Breakout"
+    assert rejected[0].location == f"{run}/replay_logs ckpt 2 slot {g['start_index']}"
+    assert rejected[0].reason == "action 4 at step 10 outside [0, 4)"
+    assert len(items) == sum(x["checkpoint"] == 2 for x in gt_of("Breakout")["episodes"])
+
+
+def test_an_episode_that_fails_validation_is_rejected_at_its_first_slot(tmp_path):
+    run = copy_run(tmp_path)
+    g = next(g for g in gt_of("Breakout")["episodes"] if g["checkpoint"] == 2)
+    path = run / "replay_logs" / "$store$_reward_ckpt.2.gz"
+    with gzip.open(path) as f:
+        reward = np.load(f, allow_pickle=False)
+    reward[g["start_index"] + 5] = np.nan
+    _save_gz(path, reward)
+    src = DqnReplaySource(str(run))
+    rejected = [r for r in src.read_unit(unit_of(src, 2)) if isinstance(r, Rejected)]
+    assert len(rejected) == 1 and rejected[0].task == "Breakout"
+    assert rejected[0].location == f"{run}/replay_logs ckpt 2 slot {g['start_index']}"
+    assert "rewards" in rejected[0].reason

@@ -13,7 +13,13 @@ from PIL import Image
 
 from trajcorpus.errors import TokenizeError
 from trajcorpus.tokenizers import patch_grid, patchify, resize_images, to_channels, unpatchify
-from trajcorpus.tokenizers.images import resample_method, resize_patchify
+from trajcorpus.tokenizers.images import (
+    _bands,
+    _filter_weights,
+    _fixed_weights,
+    resample_method,
+    resize_patchify,
+)
 
 rng = np.random.default_rng(2212)
 
@@ -147,9 +153,36 @@ def test_resize_patchify_uses_the_method_it_is_given():
     assert (p[0, 0, ..., 0] == (x[0, 0::2].astype(int) + x[0, 1::2] + 1) // 2).all()
 
 
+def test_band_windows_are_the_exact_span_of_their_rows_weights():
+    """A banded GEMM block reads inputs [lo, hi): exactly from its rows' first nonzero weight to
+    past their last one (a narrower window drops weights, a wider one wastes the banding)."""
+    for n_in, n_out in [(640, 192), (480, 192), (84, 224), (300, 100), (96, 64), (1000, 16),
+                        (33, 65), (7, 3)]:
+        for method in ("bilinear", "box"):
+            nz = _fixed_weights(n_in, n_out, method) != 0
+            blocks = _bands(n_in, n_out, method)
+            if len(blocks) == 1:
+                assert blocks == ((0, n_out, 0, n_in),)
+                continue
+            assert [(a, b) for a, b, _, _ in blocks] == [(a, min(a + 32, n_out))
+                                                          for a in range(0, n_out, 32)]
+            for a, b, lo, hi in blocks:
+                cols = np.flatnonzero(nz[a:b].any(axis=0))
+                assert (lo, hi) == (cols[0], cols[-1] + 1)
+    assert _bands(640, 192, "bilinear")[:2] == ((0, 32, 0, 108), (32, 64, 105, 215))
+    assert len(_bands(640, 192, "bilinear")) == 6 and len(_bands(84, 224, "box")) == 7
+    assert len(_bands(1000, 16, "bilinear")) == 1  # windows over half the input: one block
+    assert len(_bands(96, 64, "bilinear")) == 1  # windows of 49 inputs each: over half of 96
+    assert _bands(96, 64, "box") == ((0, 32, 0, 48), (32, 64, 48, 96))  # exactly half: banded
+    # the cached weights are shared by every later call: nobody may write into them
+    assert not _filter_weights(84, 80, "box").flags.writeable
+    assert not _fixed_weights(84, 80, "box").flags.writeable
+
+
 # --- patches ----------------------------------------------------------------------------------
 
 def test_patch_grid_counts_whole_patches_only():
+    assert not patch_grid(32, 48).flags.writeable  # one cached array shared by every caller
     assert patch_grid(40, 32).tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
     assert patch_grid(32, 40).tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
 
