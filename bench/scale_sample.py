@@ -228,14 +228,14 @@ def child(root: Path, work: Path, runner: str, workers: int) -> dict:
     tree = TreeCpuRss(snapshot=work.parent / f"{runner}.cpu.json")
     tree.start()
     load0, t, cpu0 = os.getloadavg(), time.perf_counter(), os.times()
-    res = run_job(catalog=str(cat), dataset="bench-dqn", output=str(work / "out"),
+    res = run_job(catalog=str(cat), dataset=pipeline.ID, output=str(work / "out"),
                   fmt="parquet", runner=runner, beam_args=args, progress=True)
     seconds, cpu1, load1 = time.perf_counter() - t, os.times(), os.getloadavg()
     tree.stop()
     me = os.getpid()
     driver = tree.procs.pop(me, {})
     steps = sum(json.loads(line)["length"] for line in
-                (work / "out/audit/bench-dqn.episodes.jsonl").read_text().splitlines())
+                (work / "out" / "audit" / f"{pipeline.ID}.episodes.jsonl").read_text().splitlines())
     return {"runner": runner, "seconds": seconds, "load_start": load0, "load_end": load1,
             "steps": steps, "episodes": res.total("read"), "rejected": res.total("rejected"),
             "kept": res.total("kept"), "sequences": res.total("sequences"),
