@@ -304,7 +304,7 @@ def _bookkeeping(dask_worker) -> tuple[list[str], float, float]:
 
 def test_the_local_cluster_slows_its_workers_bookkeeping() -> None:
     """No profiler, a 500 ms event-loop tick, a 2 s system monitor: what a run without a
-    dashboard needs (docs/benchmarks.md: ~25 ms of worker CPU per wall second otherwise)."""
+    dashboard needs (docs/benchmarks.md: 16-48 ms of worker CPU per wall second otherwise)."""
     from distributed import Client
 
     from trajcorpus.pipelines.dask_runner import local_cluster

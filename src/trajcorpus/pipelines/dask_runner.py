@@ -236,8 +236,8 @@ class MallocTuning(WorkerPlugin):
 # The worker's own bookkeeping runs on its event loop and takes the GIL from the task each time:
 # these three wake it ~160 times a second and feed only the dashboard (which the local cluster
 # has not) or a warning after 3 s of blocking. Measured (docs/benchmarks.md, "Pipeline on Dask"):
-# they cost each worker ~25 ms of CPU per second of wall time, 1.25x the read stage's CPU when a
-# loaded machine gives the task ~10% of a core. A long-lived cluster of the user's keeps its own
+# they cost each worker 16-48 ms of CPU per second of wall time: 6-8% of a read task's CPU on an
+# idle machine, 1.25x when a loaded one gives the task ~10% of a core (7-12 ms/s without them). A long-lived cluster of the user's keeps its own
 # settings (docs/running-on-dask.md shows the same ones as environment variables).
 QUIET_WORKERS = {
     "distributed.worker.profile.enabled": False,  # statistical profiler, every 10 ms
