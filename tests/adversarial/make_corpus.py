@@ -2097,7 +2097,7 @@ def _(fx: Path, out: Path) -> Built:
 
 
 @case("vpt-garbage-mp4", "vpt", "quarantine",
-      r"brisk-amber-otter.*\.mp4: cannot decode the video at frame 0", survivors=1)
+      r"brisk-amber-otter.*\.mp4: cannot open video: Invalid data found", survivors=1)
 def _(fx: Path, out: Path) -> Built:
     """vpt: the mp4 is garbage after a valid-looking ftyp box"""
     return _vpt(fx, out, mp4=b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
