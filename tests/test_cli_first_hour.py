@@ -177,9 +177,10 @@ def test_ctrl_c_stops_the_job_with_one_line_and_status_130(tmp_path):
         seen.append(raw.decode())
         if "running on DirectRunner" in seen[-1]:
             break
+    assert "running on DirectRunner" in seen[-1], seen  # else the job ended before it ran
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
     rest = proc.stdout.read().decode()
-    assert proc.wait(timeout=HANG_GUARD) == 130
+    assert proc.wait(timeout=HANG_GUARD) == 130, (seen, rest)  # both, to tell why if not
     lines = [ln for ln in rest.splitlines() if ln.strip()]
     staging = f"{out}/.trajcorpus-tmp/demo-d4rl"
     assert [ln for ln in lines if not ln.startswith("[trajcorpus demo-d4rl]")] == [
