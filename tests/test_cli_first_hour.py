@@ -165,7 +165,10 @@ def _popen_run(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "trajcorpus", "run", "--catalog", CATALOG, "--dataset",
          "demo-d4rl", "--output", str(out), *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        # as a terminal starts it: a suite launched in the background (`make test &` from a
+        # script) runs with SIGINT ignored, which its children would inherit
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_ctrl_c_stops_the_job_with_one_line_and_status_130(tmp_path):
