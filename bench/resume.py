@@ -22,6 +22,7 @@ and grown outputs are compared file by file with the clean builds (equal but for
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib.util
 import json
@@ -41,8 +42,9 @@ DATA = REPO / "bench" / "data" / "resume"
 CONFIG = "bench-resume"
 
 
-def _synth_module():
-    spec = importlib.util.spec_from_file_location("read_dqn", REPO / "bench" / "read_dqn.py")
+@functools.cache  # the sampler walks the tree every 0.1 s: load each module once
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -53,7 +55,7 @@ def corpus(runs: int, checkpoints: int, slots: int) -> Path:
     root = DATA / f"{runs}x{checkpoints}x{slots}"
     first = root / "Pong" / "1"
     if not (first / "replay_logs" / f"$store$_observation_ckpt.{checkpoints - 1}.gz").exists():
-        _synth_module().synthesize(first, slots, checkpoints)
+        _bench("read_dqn").synthesize(first, slots, checkpoints)
     for r in range(2, runs + 1):
         if not (root / "Pong" / str(r)).exists():
             shutil.copytree(first, root / "Pong" / str(r))
@@ -79,16 +81,12 @@ def _env() -> dict:
 
 
 def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
+    children = _bench("pipeline")._children  # every thread's children (Beam starts workers
+    out, todo = [], [pid]                      # from a thread)
     while todo:
         p = todo.pop()
         out.append(p)
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(x) for x in f.read().split())
-        except OSError:
-            pass
+        todo.extend(children(p))
     return out
 
 
