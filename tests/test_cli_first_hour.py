@@ -57,11 +57,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """A finished output of demo-d4rl, written by the CLI."""
+    """A finished output of demo-d4rl, written by the CLI with its defaults."""
     out = tmp_path_factory.mktemp("first-hour") / "out"
-    proc = cli("run", "--catalog", CATALOG, "--dataset", "demo-d4rl", "--output", str(out),
-               "--quiet", *ONE_WORKER)
+    proc = cli("run", "--catalog", CATALOG, "--dataset", "demo-d4rl", "--output", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # one unit of work: no worker process to start, the job runs in its own (runners.py)
+    assert "1 unit(s) of work" in proc.stderr
+    assert "running on DirectRunner (1 worker(s), in_memory)" in proc.stderr
     return out
 
 

@@ -25,6 +25,7 @@ from support.reuse import assert_same_but_reuse
 from trajcorpus.errors import ShardError, TrajcorpusError
 from trajcorpus.pipelines import run_job
 from trajcorpus.pipelines.buildcache import CACHE_DIR
+from trajcorpus.pipelines.dask_runner import QUIET_WORKERS
 from trajcorpus.pipelines.runners import root_cause as _root_cause
 
 pytest.importorskip("distributed")
@@ -34,14 +35,30 @@ SRC = REPO / "src"
 ONE_WORKER = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 
 
+def quiet_env() -> dict[str, str]:
+    """QUIET_WORKERS as the environment variables docs/running-on-dask.md tells a user to set on
+    their own cluster (idle, a default cluster burns ~4x the CPU: its profiler samples every
+    10 ms)."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+            for key, value in QUIET_WORKERS.items()}
+
+
+def test_the_docs_quiet_settings_are_the_local_clusters():
+    doc = (REPO / "docs/running-on-dask.md").read_text(encoding="utf-8")
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in doc.splitlines()
+                   if line.startswith("export DASK_"))
+    assert exports == quiet_env()
+
+
 class Cluster:
     """A scheduler and ``n`` worker processes, each in its own session (so one can be killed
-    with its nanny and worker child); their stderr goes to log files."""
+    with its nanny and worker child), configured as the docs tell a user (``quiet_env``); their
+    stderr goes to log files."""
 
     def __init__(self, root: Path, n: int = 2):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        self.env = {**os.environ, **quiet_env(), "PYTHONPATH": os.pathsep.join(
             [str(SRC), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
         self.scheduler_file = root / "scheduler.json"
         self.procs: dict[str, subprocess.Popen] = {}
@@ -265,7 +282,11 @@ def test_tagged_outputs_stay_apart_and_side_inputs_do_not_rerun_their_producer(
 
     with Client(cluster.address, timeout=60) as client:
         tuned = client.run(lambda dask_worker: "trajcorpus-malloc-tuning" in dask_worker.plugins)
+        bookkeeping = client.run(_bookkeeping)
     assert len(tuned) == 2 and all(tuned.values())
+    # the docs' environment variables reach a user's own workers (the cluster above sets them)
+    for names, tick, monitor in bookkeeping.values():
+        assert "profile" not in names and (tick, monitor) == (500, 2000)
 
 
 def test_worker_errors_reach_the_driver_whole(cluster) -> None:

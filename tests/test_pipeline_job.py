@@ -465,6 +465,26 @@ def test_cli_run_passes_beam_flags_and_prints_a_summary(work, capsys) -> None:
     assert "--min_shards: must be positive" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("cores", "units", "args", "want"), [
+    (2, 6, [], (2, "multi_processing")),            # one worker per core
+    (4, 3, [], (3, "multi_processing")),            # but no more workers than units
+    (2, 1, [], (1, "in_memory")),                   # one unit: in this process
+    (2, None, [], (2, "multi_processing")),         # units not known yet
+    (2, 1, ["--direct_num_workers=2"], (2, "multi_processing")),       # the user's flag wins
+    (2, 6, ["--direct_running_mode=in_memory"], (2, "in_memory")),
+    (2, 1, ["--direct_running_mode=multi_processing"], (1, "multi_processing")),
+])
+def test_direct_runner_workers_default_to_cores_but_not_more_than_units(
+        monkeypatch, cores, units, args, want) -> None:
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from trajcorpus.pipelines import runners
+
+    monkeypatch.setattr(runners.os, "cpu_count", lambda: cores)
+    got = runners.pipeline_options("DirectRunner", args, units).view_as(DirectOptions)
+    assert (got.direct_num_workers, got.direct_running_mode) == want
+
+
 def test_min_shards_floor_splits_a_corpus_under_the_byte_target(work, monkeypatch) -> None:
     from trajcorpus.shards import layout
 

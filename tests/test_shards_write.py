@@ -164,6 +164,41 @@ def test_tar_layout_is_webdataset_with_fixed_metadata(tmp_path):
     assert head[:3] == b"\x1f\x8b\x08" and head[3] == 0 and head[4:8] == bytes(4)
 
 
+def test_tar_bytes_equal_webdatasets_own_writer():
+    """Our stdlib writer keeps webdataset.TarWriter's conventions byte for byte (shards written
+    before it replaced TarWriter stay identical), and writing never imports webdataset or torch."""
+    import subprocess
+    import sys
+
+    import zstandard
+    from webdataset import TarWriter
+
+    from trajcorpus.shards import tarcodec
+
+    exs = make_examples(4, seed=11)
+    ours = io.BytesIO()
+    write_tar(exs, ours)
+    theirs = io.BytesIO()
+    compressor = zstandard.ZstdCompressor(level=tarcodec.ZSTD_LEVEL, write_content_size=True)
+    with gzip.GzipFile(fileobj=theirs, mode="wb", compresslevel=tarcodec.GZIP_LEVEL, mtime=0,
+                       filename="") as stream:
+        writer = TarWriter(stream, encoder=False, mtime=0, user="trajcorpus",
+                           group="trajcorpus", mode=0o444)
+        for ex in exs:
+            writer.write(tarcodec.encode_members(ex, compressor))
+        writer.tarstream.close()
+    assert ours.getvalue() == theirs.getvalue()
+    code = ("import io, sys\nfrom test_shards_synth import make_examples\n"
+            "from trajcorpus.shards.tarcodec import write_tar\n"
+            "write_tar(make_examples(2, seed=1), io.BytesIO())\n"
+            "print(sorted(m for m in ('torch', 'webdataset') if m in sys.modules))")
+    tests = Path(__file__).parent
+    env = {"PYTHONPATH": f"{tests.parent / 'src'}:{tests}", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
 def test_tar_shards_are_compact():
     """Eight members per example cost >= 8 KiB as a plain tar; the gzip stream must not."""
     exs = make_examples(40, seed=6, channels=1)

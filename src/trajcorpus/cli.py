@@ -362,12 +362,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "episodes":
             return _cmd_episodes(args)
         if args.command == "run":
-            check_beam_args(extra, _own_options(parser, "run"))
             _parse_options(args.option)
             if console and os.environ.get(_CHILD_ENV) != "1":
+                # the child checks the Beam flags (and refuses before anything runs): importing
+                # Beam here too would cost every run ~2 CPU s for nothing
                 from .supervise import supervise_run
 
                 return supervise_run(argv, args.output, args.dataset, _CHILD_ENV)
+            check_beam_args(extra, _own_options(parser, "run"))
             return _cmd_run(args, extra)
         if args.command == "verify":
             return _cmd_verify(args)

@@ -288,6 +288,8 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
     if rewardless and entry.filter.enabled:  # a reader that knows its episodes have no rewards
         raise TrajcorpusError(entry.id, f"{rewardless}: the best-return filter cannot rank its "
                               "episodes; set filter: {enabled: false} in its catalog entry")
+    if runner == "DirectRunner":  # its default worker count follows the units
+        options_ = pipeline_options(runner, beam_args, len(units))
     spec = dataclasses.replace(source_spec, num_units=len(units),
                                references=task_references(source_spec.entry, entry.kind, units),
                                lineage_root=lineage_root(uri))

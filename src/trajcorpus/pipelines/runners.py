@@ -40,14 +40,22 @@ def _has_flag(args: Sequence[str], name: str) -> bool:
     return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
 
 
-def pipeline_options(runner: str, beam_args: Sequence[str]) -> PipelineOptions:
-    """Beam options for ``runner``; the DirectRunner defaults to one process per core."""
+def pipeline_options(runner: str, beam_args: Sequence[str],
+                     units: int | None = None) -> PipelineOptions:
+    """Beam options for ``runner``. The DirectRunner defaults to one worker process per core,
+    but no more than the job's ``units`` (when known): a worker without a unit to read only
+    costs its start-up (~4 CPU s, importing Beam and the readers), and a one-unit job runs in
+    this process (``in_memory``). A flag the user gave always wins."""
     args = list(beam_args)
     if runner == "DirectRunner":
-        if not _has_flag(args, "direct_running_mode"):
-            args.append("--direct_running_mode=multi_processing")
+        workers = os.cpu_count() or 1
         if not _has_flag(args, "direct_num_workers"):
-            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+            workers = max(1, min(workers, units or workers))
+            args.append(f"--direct_num_workers={workers}")
+        if not _has_flag(args, "direct_running_mode"):
+            mode = "in_memory" if units is not None and workers == 1 and units <= 1 else \
+                "multi_processing"
+            args.append(f"--direct_running_mode={mode}")
     elif runner == "DataflowRunner":
         args.append("--runner=DataflowRunner")
     elif runner != "DaskRunner":

@@ -18,9 +18,13 @@ Reading never extracts: member names are parsed as strings, non-regular members 
 npy headers are parsed without pickle and decompression is bounded. The reader parses USTAR
 headers itself instead of using :mod:`tarfile`, whose per-member TarInfo parsing cost more than
 decompressing the pixels (2x the whole read path on Atari shards); it accepts exactly what
-``webdataset.TarWriter`` writes for us (regular files, USTAR, checksummed headers) and refuses
+:func:`write_tar` writes (regular files, USTAR, checksummed headers) and refuses
 links, devices and PAX/GNU extension headers rather than half-interpreting them. It reads plain
 (uncompressed) tar shards too, told apart by the gzip magic.
+
+Writing uses the stdlib's :mod:`tarfile` directly, with the conventions of
+``webdataset.TarWriter`` (USTAR, a sample's members sorted by name, fixed mtime, owner and mode):
+importing webdataset imports torch, which cost every job process and worker ~3 CPU s.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import ast
 import gzip
 import io
+import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -68,7 +73,7 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def encode_members(ex: dict, compressor: zstandard.ZstdCompressor) -> dict:
-    """The sample dict handed to ``webdataset.TarWriter`` (bytes values, ``__key__``)."""
+    """One sample's members: ``__key__`` and a bytes value per member name."""
     out = {"__key__": ex["__key__"], MEMBER_NAMES["meta"]: ex["meta"].encode("utf-8")}
     for field in FIELD_DTYPES:
         out[MEMBER_NAMES[field]] = compressor.compress(_npy_bytes(ex[field]))
@@ -80,25 +85,31 @@ def write_tar(examples: Iterable[dict], fileobj: IO[bytes], level: int = ZSTD_LE
     """Write examples (already checked, in final order) as a gzip-compressed tar stream;
     returns the count.
 
-    TarWriter sorts a sample's members by name and we fix mtime, owner and mode (and the gzip
-    header's mtime and name), so the bytes depend on the examples only.
+    Each sample's members are sorted by name, and mtime, owner and mode are fixed (as are the
+    gzip header's mtime and name), so the bytes depend on the examples only.
     """
-    from webdataset import TarWriter  # here, not at import: webdataset imports torch (~2 s)
-
     compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
     n = 0
     # zlib, not ISA-L: the stdlib's output is the same on every machine, so shards are too
     with gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=gzip_level, mtime=_MTIME,
                        filename="") as stream:
-        writer = TarWriter(stream, encoder=False, mtime=_MTIME, user="trajcorpus",
-                           group="trajcorpus", mode=0o444)
-        try:
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
             for ex in examples:
-                writer.write(encode_members(ex, compressor))
+                _add_sample(tar, encode_members(ex, compressor))
                 n += 1
-        finally:
-            writer.tarstream.close()  # finish the archive; the caller owns and closes fileobj
     return n
+
+
+def _add_sample(tar: tarfile.TarFile, members: dict) -> None:
+    key = members["__key__"]
+    for name in sorted(members):
+        if name == "__key__":
+            continue
+        data = members[name]
+        info = tarfile.TarInfo(f"{key}.{name}")
+        info.size, info.mtime, info.mode = len(data), _MTIME, 0o444
+        info.uname = info.gname = "trajcorpus"
+        tar.addfile(info, io.BytesIO(data))
 
 
 # ---------------------------------------------------------------------------- reading
