@@ -351,7 +351,10 @@ def test_the_runner_starts_its_cluster_with_local_cluster(monkeypatch) -> None:
         raise RuntimeError(f"local_cluster({n_workers})")
 
     monkeypatch.setattr(dask_runner, "local_cluster", refuse)
-    p = beam.Pipeline(runner=dask_runner.JobDaskRunner())
-    _ = p | beam.Create([1])
-    with pytest.raises(RuntimeError, match=r"local_cluster\(\d+\)"):
-        p.run()
+    monkeypatch.setattr(dask_runner.os, "cpu_count", lambda: 4)
+    # one worker per core, but no more than the job's units (its partitions)
+    for units, workers in ((None, 4), (6, 4), (3, 3), (1, 1)):
+        p = beam.Pipeline(runner=dask_runner.JobDaskRunner(units))
+        _ = p | beam.Create([1])
+        with pytest.raises(RuntimeError, match=rf"local_cluster\({workers}\)"):
+            p.run()

@@ -336,7 +336,8 @@ class JobDaskRunner(DaskRunner):
             bag_kwargs = {"npartitions": int(self.npartitions)}
         cluster = None
         if not dask_options.get("address") and not dask_options.get("scheduler_file"):
-            cluster = local_cluster(os.cpu_count() or 1)
+            cores = os.cpu_count() or 1  # one per core, but not more than units to read
+            cluster = local_cluster(max(1, min(cores, self.npartitions or cores)))
             dask_options["address"] = cluster.scheduler_address
         try:
             client = ddist.Client(**dask_options)
