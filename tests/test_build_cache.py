@@ -205,7 +205,7 @@ def test_cache_root_options(tmp_path):
 def _records() -> list:
     import apache_beam as beam
 
-    from trajcorpus.pipelines.spec import WindowRef
+    from trajcorpus.pipelines.spec import EpisodeWindows, WindowRef
     from trajcorpus.pipelines.stats import episode_record
     from trajcorpus.schemas.episode import EpisodeSummary
     from trajcorpus.sources import open_source
@@ -216,10 +216,14 @@ def _records() -> list:
     ref = WindowRef("k", "Pong", "1", "e", -3.5, False, 0, 0, 9, 100, 12, True, "/c/x/spill", 8,
                     90, 1234, '{"a": 1}')
     summary = EpisodeSummary("d", "Pong", "1", "e", (1, 2), float("nan"), 10, False)
+    bundle = (EpisodeWindows("Pong", "1", "e", -3.5, False, "/c/x/spill", '{"a": 1',
+                             ((0, 0, 9, 100, 12, True, 8, 90, 1234),
+                              (1, 10, 19, 80, 12, False, 98, 70, 999))),)
     return [ref, beam.pvalue.TaggedOutput("summary", summary),
             beam.pvalue.TaggedOutput("rejected", ("Pong", 1)),
             beam.pvalue.TaggedOutput("rawstats", episode_record(ep)),
-            {"set": {1, 2}, 3: np.arange(4, dtype="<f4"), "b": b"\x00", "s": np.int64(7)}]
+            {"set": {1, 2}, 3: np.arange(4, dtype="<f4"), "b": b"\x00", "s": np.int64(7)},
+            bundle]
 
 
 def _same(a, b) -> bool:
@@ -242,7 +246,12 @@ def test_records_round_trip_exactly():
     assert stats.to_state() == orig.to_state() and stats.summary() == orig.summary()
     assert back[4]["set"] == {1, 2} and back[4][3].dtype == np.float32
     assert back[4]["s"] == 7 and type(back[4]["s"]) is np.int64
-    assert all(_same(a, b) for a, b in zip(back[1:], records[1:], strict=True))
+    ew = back[5][0]  # a unit's bundle: its spill uri moves with the entry, windows exact
+    assert ew.uri == "/elsewhere/spill" and ew._replace(uri="/c/x/spill") == records[5][0]
+    assert [r.meta for r in ew.refs()] == [
+        '{"a": 1, "first_step": 0, "last_step": 9, "window": 0}',
+        '{"a": 1, "first_step": 10, "last_step": 19, "window": 1}']
+    assert all(_same(a, b) for a, b in zip(back[1:5], records[1:5], strict=True))
 
 
 def test_decode_builds_only_trajcorpus_classes():

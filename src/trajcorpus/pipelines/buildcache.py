@@ -53,7 +53,7 @@ CACHE_DIR_HELP = ("build cache folder (local or gs://): each unit's read and tok
 REUSED = "reused"  # suffix of the marker a cache hit leaves in the run's units folder
 RECORDS = "records.json.zst"
 SPILL = "spill"
-FORMAT = 1
+FORMAT = 2  # 2: the read stage emits one bundle of EpisodeWindows per unit
 _IGNORED_SETTINGS = frozenset({"output", "tmp", "num_units", "progress", "shard_bytes",
                                "min_shards", "entry", "input", "filter", "cache"})
 

@@ -2,13 +2,16 @@
 
 Graph (only small records cross a shuffle; see :mod:`.stages`)::
 
-  units --Reshuffle--> ReadUnit ---- windows (refs to spilled tokens) ----------------+
+  units --Reshuffle--> ReadUnit ---- one bundle of windows (refs to spilled tokens) per unit --+
      |                    |-- summaries --GroupByKey(task)--> filter --> thresholds ---|(side)
      |                    |-- summaries(kept) --CombinePerKey(bottom-k)--> candidates -|(side)
      |                    `-- rejected counts                                          |
      `--(text datasets) ExtractTexts --> distinct --> train SentencePiece --> (side) ReadUnit
-  kept windows --> prompt requests --CoGroupByKey(prompt episode id)--> prompt refs
-  kept windows + prompt refs --CoGroupByKey(shard = hash(key) % n)--> WriteShard
+  kept episodes' windows --> prompt requests --CoGroupByKey(prompt episode id)--> prompt refs
+  kept episodes' windows + prompt refs --CoGroupByKey(shard = hash(key) % n)--> WriteShard
+
+Windows travel as bundles (one per unit, split per shard before the last shuffle; see
+:mod:`.bundles`): Beam's cost is per element, and a corpus has tens of thousands of windows.
 
 The driver then stitches the audit files, checks read = rejected + filtered + kept, writes the
 manifest (last) and the dataset card.
@@ -36,7 +39,15 @@ from ..sources.base import Unit
 from ..tokenizers.schemes import scheme_of
 from . import audit as audit_mod
 from .buildcache import cache_root, plan_cache
-from .filter import is_kept
+from .bundles import (
+    candidate_windows,
+    est_bytes,
+    group_by_shard,
+    keep_episodes,
+    kept,
+    prompt_requests,
+    split_by_shard,
+)
 from .finalize import RESULT_FILE, JobResult, finalize
 from .inputs import TMP_DIR, check_output, lineage_root, reader_options
 from .runners import (
@@ -58,10 +69,8 @@ from .stages import (
     ReadUnit,
     WriteShard,
     filter_group,
-    make_request,
     resolve_prompts,
     say,
-    shard_of,
 )
 from .stats import CombineRawStats
 from .textmodel import install_text_model, probe_has_text, train_text_model
@@ -122,44 +131,33 @@ def build_pipeline(p: beam.Pipeline, spec: JobSpec, units: Sequence[Unit],
     thresholds = beam.pvalue.AsDict(
         filters | "Thresholds" >> beam.MapTuple(lambda task, f: (task, f.cut)))
 
-    def kept(r, thr) -> bool:
-        return r.vl or is_kept(r.return_, thr.get(r.task), r.episode_id)
-
     candidates = beam.pvalue.AsDict(
         summaries
         | "KeptControl" >> beam.Filter(lambda r, thr: not r.vl and kept(r, thr), thresholds)
         | "ByAgent" >> beam.Map(lambda r: ((r.task, r.agent), r.episode_id))
         | "PromptCandidates" >> beam.CombinePerKey(BottomK(spec.seed)))
 
-    kept_windows = windows | "KeepWindows" >> beam.Filter(kept, thresholds)
+    # one bundle per unit from here on (pipelines/bundles.py): whole episodes are kept or not
+    kept_windows = windows | "KeepWindows" >> beam.Map(keep_episodes, thresholds)
 
-    requests = (kept_windows
-                | "Prompted" >> beam.Filter(lambda r: r.wants_prompt)
-                | "ChoosePrompt" >> beam.Map(lambda r, c: make_request(spec, r, c), candidates))
-
-    def is_candidate(r, cands) -> bool:
-        return not r.vl and r.episode_id in cands.get((r.task, r.agent), ())
-
-    cand_windows = (kept_windows
-                    | "CandidateWindows" >> beam.Filter(is_candidate, candidates)
-                    | "WindowsById" >> beam.Map(lambda r: (r.episode_id, (
-                        r.first_step, r.last_step, r.max_step_tokens, r.uri, r.offset,
-                        r.length))))
-    prompt_refs = ({"requests": requests, "windows": cand_windows}
-                   | "JoinPrompts" >> beam.CoGroupByKey()
-                   | "ResolvePrompts" >> beam.FlatMap(lambda e: resolve_prompts(spec, e)))
+    requests = kept_windows | "ChoosePrompt" >> beam.FlatMap(
+        lambda b, c: prompt_requests(spec, b, c), candidates)
+    cand_windows = kept_windows | "CandidateWindows" >> beam.FlatMap(candidate_windows,
+                                                                     candidates)
 
     n_pc = (kept_windows
-            | "EstBytes" >> beam.Map(lambda r: r.est_bytes)
+            | "EstBytes" >> beam.Map(est_bytes)
             | "TotalBytes" >> beam.CombineGlobally(sum)
             | "NumShards" >> beam.Map(
                 lambda b: plan_num_shards(b, spec.shard_bytes, spec.min_shards)))
     n_side = beam.pvalue.AsSingleton(n_pc)
+    prompt_refs = ({"requests": requests, "windows": cand_windows}
+                   | "JoinPrompts" >> beam.CoGroupByKey()
+                   | "ResolvePrompts" >> beam.FlatMap(
+                       lambda e, n: group_by_shard(resolve_prompts(spec, e), n), n_side))
     by_shard = {
-        "seq": kept_windows | "SeqByShard" >> beam.Map(lambda r, n: (shard_of(r.key, n), r),
-                                                       n_side),
-        "prompt": prompt_refs | "PromptByShard" >> beam.Map(
-            lambda kv, n: (shard_of(kv[0], n), kv), n_side),
+        "seq": kept_windows | "SeqByShard" >> beam.FlatMap(split_by_shard, n_side),
+        "prompt": prompt_refs,
         "slot": n_pc | "ShardSlots" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)]),
     }
     written = (by_shard

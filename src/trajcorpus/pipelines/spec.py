@@ -13,7 +13,7 @@ from ..shards.layout import MIN_SHARDS
 from ..sources.base import Source, Unit
 from . import prompts
 
-__all__ = ["JobSpec", "WindowRef", "PromptRef", "UNATTRIBUTED", "say", "sequence_key",
+__all__ = ["JobSpec", "WindowRef", "EpisodeWindows", "PromptRef", "UNATTRIBUTED", "say", "sequence_key",
            "shard_of", "relative_lineage"]
 
 
@@ -92,6 +92,34 @@ class WindowRef(NamedTuple):
     length: int
     est_bytes: int
     meta: str  # JSON of the fixed meta fields; the writer adds the prompt
+
+
+class EpisodeWindows(NamedTuple):
+    """All the windows of one episode (or one image-caption pack) as one record: what they share
+    once, and per window the tuple (window, first_step, last_step, num_tokens, max_step_tokens,
+    wants_prompt, offset, length, est_bytes). The job moves these, a few per unit, instead of
+    one :class:`WindowRef` per window: Beam's cost is per element, not per byte."""
+
+    task: str
+    agent: str
+    episode_id: str
+    return_: float
+    vl: bool
+    uri: str
+    meta: str  # control: the fixed meta JSON without its closing brace; image-caption: all of it
+    windows: tuple[tuple[int, int, int, int, int, bool, int, int, int], ...]
+
+    def meta_of(self, w: tuple) -> str:
+        if self.vl:
+            return self.meta
+        return f'{self.meta}, "first_step": {w[1]}, "last_step": {w[2]}, "window": {w[0]}}}'
+
+    def refs(self) -> list[WindowRef]:
+        """One :class:`WindowRef` per window, in window order."""
+        return [WindowRef(sequence_key(self.episode_id, w[0]), self.task, self.agent,
+                          self.episode_id, self.return_, self.vl, w[0], w[1], w[2], w[3], w[4],
+                          w[5], self.uri, w[6], w[7], w[8], self.meta_of(w))
+                for w in self.windows]
 
 
 class PromptRef(NamedTuple):

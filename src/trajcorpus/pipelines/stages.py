@@ -36,6 +36,7 @@ from .sequences import assemble, cut_windows, pack_vl, step_sizes
 from .spec import (
     _NS,
     UNATTRIBUTED,
+    EpisodeWindows,
     JobSpec,
     PromptRef,
     WindowRef,
@@ -50,7 +51,7 @@ from .write_stage import WriteShard
 
 __all__ = ["JobSpec", "WindowRef", "PromptRef", "UNATTRIBUTED", "MODALITY_NAMES",
            "ReadUnit", "ExtractTexts", "BottomK", "WriteShard", "filter_group", "shard_of",
-           "sequence_key", "resolve_prompts", "make_request", "say", "relative_lineage"]
+           "sequence_key", "resolve_prompts", "say", "relative_lineage"]
 
 
 def _location(ep: Episode) -> str:
@@ -95,7 +96,7 @@ def _raw_nbytes(tok: TokenizedEpisode) -> int:
 class ReadUnit(beam.DoFn):
     """Read one unit, tokenize each episode, cut windows, spill them; emit small records.
 
-    Main output: WindowRef. Tagged: "summary" (EpisodeSummary), "rejected" (task, Rejected JSON),
+    Main output: one tuple of :class:`.spec.EpisodeWindows` per unit (see :mod:`.bundles`). Tagged: "summary" (EpisodeSummary), "rejected" (task, Rejected JSON),
     "rawstats" (:class:`.stats.EpisodeStats`, one per non-image-caption episode).
     A per-unit episodes/rejected JSONL file is written for the audit, so the driver can stitch
     them in unit order without a global sort.
@@ -137,7 +138,7 @@ class ReadUnit(beam.DoFn):
         episodes: list[dict] = []
         rejected: list[Rejected] = []
         vl_buffers: dict[str, list[tuple[Episode, TokenizedEpisode]]] = defaultdict(list)
-        n_windows = 0
+        bundle: list[EpisodeWindows] = []
         try:
             for item in self.source.read_unit_safely(unit):
                 if isinstance(item, Rejected):
@@ -148,10 +149,12 @@ class ReadUnit(beam.DoFn):
                     if item.action_kind == "none":
                         buf = vl_buffers[item.task]
                         buf.append((item, tok))
-                        refs = self._flush_vl(buf, writer) if len(buf) >= \
-                            spec.sequence.vl_pairs else []
+                        if len(buf) >= spec.sequence.vl_pairs:
+                            bundle.append(self._flush_vl(buf, writer))
                     else:
-                        refs = list(self._windows(item, tok, writer))
+                        windows = self._windows(item, tok, writer)
+                        if windows is not None:
+                            bundle.append(windows)
                 except TrajcorpusError as e:
                     rejected.append(Rejected(spec.config, _location(item), str(e), "episode",
                                              item.task))
@@ -165,17 +168,16 @@ class ReadUnit(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("summary", row)
                 if not row.vl:  # raw-value statistics, kept episodes' combined by the job
                     yield beam.pvalue.TaggedOutput("rawstats", episode_record(item))
-                n_windows += len(refs)
-                yield from refs
             for buf in vl_buffers.values():
                 if buf:
-                    refs = self._flush_vl(buf, writer)
-                    n_windows += len(refs)
-                    yield from refs
+                    bundle.append(self._flush_vl(buf, writer))
         except BaseException:
             writer.abort()
             raise
         writer.close()
+        n_windows = sum(len(e.windows) for e in bundle)
+        if bundle:
+            yield tuple(bundle)
         self.win_ctr.inc(n_windows)
         self.rej_ctr.inc(len(rejected))
         for r in rejected:
@@ -190,7 +192,7 @@ class ReadUnit(beam.DoFn):
             f"({time.perf_counter() - t0:.1f}s)")
 
     def _windows(self, ep: Episode, tok: TokenizedEpisode, writer: SpillWriter
-                 ) -> Iterator[WindowRef]:
+                 ) -> EpisodeWindows | None:
         seq = self.spec.sequence
         seed = self.spec.seed
         sizes = step_sizes(tok)
@@ -200,7 +202,7 @@ class ReadUnit(beam.DoFn):
             lambda w: prompts.wants_prompt(seed, ep.episode_id, w, seq.prompt_probability),
             ep.episode_id)
         if not windows:
-            return
+            return None
         # per episode, not per window: the fixed meta fields (JSON once), each window's largest
         # timestep (one reduceat), the size estimate's compression ratio (one window)
         fixed = json.dumps({
@@ -212,6 +214,7 @@ class ReadUnit(beam.DoFn):
         max_step = np.maximum.reduceat(sizes, [w.start for w in windows])
         return_ = float(ep.return_)
         ratio = None
+        rows = []
         for w, top in zip(windows, max_step.tolist(), strict=True):
             part = tok.span(w.start, w.stop)
             if ratio is None:
@@ -220,16 +223,13 @@ class ReadUnit(beam.DoFn):
             raw = _raw_nbytes(part)
             if w.wants_prompt:
                 raw += int(budget * raw / max(part.num_tokens, 1))
-            meta = (f'{fixed}, "first_step": {w.start}, "last_step": {w.stop - 1}, '
-                    f'"window": {w.index}}}')
-            yield WindowRef(
-                sequence_key(ep.episode_id, w.index), ep.task, ep.agent, ep.episode_id,
-                return_, False, w.index, w.start, w.stop - 1, part.num_tokens, top,
-                w.wants_prompt, writer.uri, offset, length, int(math.ceil(raw * ratio)) + 256,
-                meta)
+            rows.append((w.index, w.start, w.stop - 1, part.num_tokens, top, w.wants_prompt,
+                         offset, length, int(math.ceil(raw * ratio)) + 256))
+        return EpisodeWindows(ep.task, ep.agent, ep.episode_id, return_, False, writer.uri, fixed,
+                              tuple(rows))
 
     def _flush_vl(self, buf: list[tuple[Episode, TokenizedEpisode]], writer: SpillWriter
-                  ) -> list[WindowRef]:
+                  ) -> EpisodeWindows:
         records = list(buf)
         buf.clear()
         packed, cropped = pack_vl([t for _, t in records], self.spec.sequence.length)
@@ -241,10 +241,10 @@ class ReadUnit(beam.DoFn):
                 "lineage": [relative_lineage(e.source, self.spec.lineage_root)
                             for e, _ in records]}
         est = int(math.ceil(_raw_nbytes(packed) * self._compression_ratio(packed))) + 256
-        return [WindowRef(sequence_key(first.episode_id, 0), first.task, first.agent,
-                          first.episode_id, 0.0, True, 0, 0, 0, packed.num_tokens,
-                          packed.num_tokens, False, writer.uri, offset, length, est,
-                          json.dumps(meta, sort_keys=True))]
+        return EpisodeWindows(first.task, first.agent, first.episode_id, 0.0, True, writer.uri,
+                              json.dumps(meta, sort_keys=True),
+                              ((0, 0, 0, packed.num_tokens, packed.num_tokens, False, offset,
+                                length, est),))
 
     def _compression_ratio(self, part: TokenizedEpisode) -> float:
         """Estimated encoded bytes per raw byte, from the shards module's own estimator."""
@@ -304,26 +304,18 @@ class BottomK(beam.CombineFn):
         return sorted(acc)
 
 
-def make_request(spec: JobSpec, ref: WindowRef, candidates: dict
-                 ) -> tuple[str, tuple[str, str, float, bool]]:
-    """(prompt episode id, (sequence key, mode, start draw, is_self)) for a prompted window."""
-    cands = candidates.get((ref.task, ref.agent), [ref.episode_id])
-    c = prompts.choose_prompt(spec.seed, ref.episode_id, ref.window, cands,
-                              spec.sequence.prompt_end_share)
-    return c.episode_id, (ref.key, c.mode, c.u, c.is_self)
-
-
 def resolve_prompts(spec: JobSpec, element: tuple[str, dict]
                     ) -> Iterator[tuple[str, PromptRef | None]]:
     """Join one prompt episode's windows with the sequences that asked for it."""
     eid, groups = element
-    windows = sorted(groups["windows"])  # (first_step, last_step, max_step_tokens, uri, off, len)
+    # (first_step, last_step, max_step_tokens, uri, offset, length), from each bundle's part
+    windows = sorted(w for part in groups["windows"] for w in part)
     if not windows:
         return
     num_steps = windows[-1][1] + 1
     max_tokens = max(w[2] for w in windows)
     budget = spec.sequence.prompt_tokens
-    for key, mode, u, is_self in groups["requests"]:
+    for key, mode, u, is_self in (r for part in groups["requests"] for r in part):
         span = prompts.prompt_steps(mode, u, num_steps, max_tokens, budget)
         if span is None:
             yield key, None

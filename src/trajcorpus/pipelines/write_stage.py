@@ -16,6 +16,7 @@ from apache_beam.metrics import Metrics
 from ..errors import TrajcorpusError
 from ..tokenizers.schemes import scheme_of
 from ..tokenizers.tokenized import TokenizedEpisode
+from .bundles import window_refs
 from .sequences import assemble, join_steps
 from .spec import _NS, JobSpec, PromptRef, WindowRef, say
 from .spill import SpillReader
@@ -40,20 +41,22 @@ class WriteShard(beam.DoFn):
         self.reader.close()
 
     def process(self, element: tuple[int, dict], num_shards: int) -> Iterator[Any]:
+        """``element``: (shard index, {"seq": bundle parts, "prompt": tuples of (sequence key,
+        PromptRef or None), "slot": [None]})."""
         from ..shards.index import IndexTap
         from ..shards.layout import shard_relpath
         from ..shards.writer import write_shard
 
         t0 = time.perf_counter()
         index, groups = element
-        refs: list[WindowRef] = sorted(groups["seq"], key=lambda r: r.key)
+        refs = window_refs(groups["seq"])  # the bundles' parts hashed to this shard
         if not refs:  # no sequence hashed here: no empty file (finalize closes the numbering)
             return
         for a, b in zip(refs, refs[1:], strict=False):
             if a.key == b.key:
                 raise TrajcorpusError(self.spec.config, f"duplicate sequence key {a.key} "
                                       f"({a.episode_id} window {a.window})")
-        prompt_of = dict(groups["prompt"])
+        prompt_of = {key: ref for part in groups["prompt"] for key, ref in part}
         stats: dict[str, dict] = {}
         for i, fmt in enumerate(self.spec.formats):
             relpath = shard_relpath(self.spec.config, self.spec.split, fmt, index, num_shards)
