@@ -144,6 +144,7 @@ def test_damaged_samples_are_rejected_with_their_member_and_reason(tmp_path):
     good, good_arr = png(7)
     members = [
         ("0000001.lnk", b""),  # replaced by a link below
+        ("../0000001.png", img), ("README", b"no extension: not a sample member"),
         ("0000002.png", img), ("0000002.txt", b"first"),
         ("0000003.png", img), ("0000003.txt", b"between"),
         ("0000002.txt", b"again"),  # key 2 again, not adjacent
@@ -177,6 +178,8 @@ def test_damaged_samples_are_rejected_with_their_member_and_reason(tmp_path):
     assert got == [
         (f"{tar} @ offset {offsets['0000001.lnk'][0]} [0000001.lnk]",
          "link member refused (points to '/etc/passwd')"),
+        (f"{tar} @ offset {offsets['../0000001.png'][0]} [../0000001.png]",
+         "unsafe member name refused (absolute or '..')"),
         (f"{tar} [0000002]",
          "duplicate sample key (members of one sample must be adjacent in a webdataset tar)"),
         (f"{tar} @ offset {offsets['0000004.png'][1]} [0000004.png]",
@@ -184,15 +187,15 @@ def test_damaged_samples_are_rejected_with_their_member_and_reason(tmp_path):
         (f"{tar} [0000005]",
          "sample has no image member (.jpg/.jpeg/.png/.webp); members: ['cls', 'txt']"),
         (f"{tar} [0000006.json caption]", "caption is missing"),
-        got[5],  # pydantic's wording, checked below
+        got[6],  # pydantic's wording, checked below
         (f"{tar} [0000008]", "0000008.txt and 0000008.json hold different captions: which one "
          "belongs to the image is ambiguous"),
         (f"{tar} @ offset {offsets['0000009.json'][0]} [0000009.json]",
          "the member's own key '0000010' differs from its name: its metadata belongs to another "
          "sample"),
     ]
-    assert got[5][0] == f"{tar} @ offset {offsets['0000007.json'][0]} [0000007.json.url]"
-    assert got[5][1] == "Input should be a valid string (got int)"
+    assert got[6][0] == f"{tar} @ offset {offsets['0000007.json'][0]} [0000007.json.url]"
+    assert got[6][1] == "Input should be a valid string (got int)"
     assert {(r.dataset, r.kind, r.task) for r in bad} == {(DATASET, "episode", DATASET)}
 
 
