@@ -114,9 +114,10 @@ def test_the_metadata_names_the_columns_before_the_schema_order(tmp_path):
     for ep, arr in zip(eps, arrs, strict=True):
         assert np.array_equal(ep.observations["image"][0], arr)
     # large_string Value features count as captions too; without metadata the schema order rules
-    write(tmp_path / "b.parquet", columns, {"alt": {"_type": "Value", "dtype": "large_string"},
+    write(tmp_path / "b.parquet", columns, {"caption": {"_type": "Value",
+                                                       "dtype": "large_string"},
                                            "image": {"_type": "Image"}})
-    assert [e.text() for e in read(tmp_path / "b.parquet")[0]] == ["alt 0", "alt 1"]
+    assert [e.text() for e in read(tmp_path / "b.parquet")[0]] == ["caption 0", "caption 1"]
     for meta in (None, {}):  # no features at all, or metadata without "info"
         path = tmp_path / f"c{meta is None}.parquet"
         write(path, columns)
@@ -198,3 +199,12 @@ def test_column_errors_name_the_file_column_and_reason(tmp_path):
                                         names=["image", "caption", "caption"]), p)
     assert unit_error(p, caption_column="caption") == (
         f"{p} [caption]: column name appears more than once in the schema")
+
+
+def test_unreadable_huggingface_metadata_is_named(tmp_path):
+    img, _ = images([1])
+    p = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"image": img, "caption": pa.array(["c"])}).replace_schema_metadata(
+        {b"huggingface": b"{not json"}), p)
+    assert unit_error(p) == (f"{p} [huggingface]: not a JSON 'huggingface' metadata: Expecting "
+                             "property name enclosed in double quotes (line 1, column 2)")
