@@ -208,3 +208,15 @@ def test_unreadable_huggingface_metadata_is_named(tmp_path):
         {b"huggingface": b"{not json"}), p)
     assert unit_error(p) == (f"{p} [huggingface]: not a JSON 'huggingface' metadata: Expecting "
                              "property name enclosed in double quotes (line 1, column 2)")
+
+
+def test_a_file_two_folders_deep_is_named_by_its_own_stem(tmp_path):
+    img, _ = images([1])
+    write(tmp_path / "hub/cfg/test/test-00003-of-00004.parquet",
+          {"image": img, "caption": pa.array(["c"])})
+    (unit,) = open_source("hf-image-parquet", str(tmp_path / "hub")).units()
+    assert (unit.key, unit.param("name"), unit.param("agent")) == (
+        "cfg/test/test-00003-of-00004.parquet", "cfg/test/test-00003-of-00004", "test")
+    with pytest.raises(SourceError) as e:
+        open_source("hf-image-parquet", str(tmp_path / "hub/cfg/none")).units()
+    assert str(e.value) == f"{tmp_path}/hub/cfg/none: no .parquet files found"
