@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 from PIL import Image
@@ -132,3 +133,21 @@ def test_an_annotation_file_given_directly_finds_the_split_folder_beside_annotat
                                  str(tmp_path / "annotations/captions_val2017.json")).read())
     assert len(bad) == 8 and [e.source["uri"] for e in eps] == [
         f"{tmp_path}/val2017/{n}.png" for n in ("sub/f", "d", "e", "e")]
+
+
+def test_a_relative_annotation_path_and_an_image_folder_given_as_a_uri(tmp_path, monkeypatch):
+    make(tmp_path, split="val")
+    monkeypatch.chdir(tmp_path)
+    eps, _ = split(open_source("coco-captions", "annotations/captions_val.json").read())
+    assert [e.source["uri"] for e in eps] == [f"./val/{n}.png" for n in ("sub/f", "d", "e", "e")]
+    memory = fsspec.filesystem("memory")
+    for name in ("d", "e", "sub/f"):
+        memory.pipe(f"/coco-test-pics/{name}.png", (tmp_path / "val" / f"{name}.png").read_bytes())
+    try:
+        eps, _ = split(open_source("coco-captions", "annotations/captions_val.json",
+                                   options={"image_dir": "memory://coco-test-pics"}).read())
+    finally:
+        memory.rm("/coco-test-pics", recursive=True)
+    assert [e.source["uri"] for e in eps] == [
+        f"memory://coco-test-pics/{n}.png" for n in ("sub/f", "d", "e", "e")]
+    assert np.array_equal(eps[1].observations["image"][0], pixels("d"))
