@@ -49,7 +49,8 @@ def decode_image(data: bytes, uri: str, *, key: str | None = None, offset: int |
     if mode is not None and img.mode != mode:
         img = img.convert(mode)
     elif img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-        img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+        # "LAB" holds an "A" channel that is no alpha: only PA or a transparency key is
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
     elif img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         img = img.convert("L")
     elif img.mode == "LA":
