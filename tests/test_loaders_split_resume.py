@@ -1,0 +1,150 @@
+"""NumpyLoader's split and resume against the documented contract (docs/training.md), found by
+mutation testing (docs/mutation-testing.md). The truth is the list of keys written, in file order
+(no shuffle), cut by hand into each rank's contiguous share, a short share padded with the
+epoch's first examples; never the loader's own output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from test_loaders_distributed import build
+from test_shards_synth import make_examples
+from trajcorpus.errors import ShardError
+from trajcorpus.shards import Mixture, NumpyLoader, ShardDataset
+from trajcorpus.shards.loaders import batches
+
+FILE_ORDER = dict(shuffle_buffer=0, shuffle_shards=False)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """11 examples in 3 shards (4 + 3 + 4), keys in file order."""
+    root = tmp_path_factory.mktemp("split")
+    keys = build(root, [4, 3, 4])
+    return ShardDataset(str(root), "c"), keys
+
+
+def share(keys: list[str], rank: int, world: int, batch: int, drop_last: bool
+          ) -> list[list[tuple[str, bool]]]:
+    """Rank's batches as (key, is_padding) by the contract, from the keys alone."""
+    n = len(keys)
+    if drop_last:
+        per = n // world
+        spans = [(r * per, (r + 1) * per) for r in range(world)]
+    else:
+        per = -(-n // world)
+        spans = [(r * n // world, (r + 1) * n // world) for r in range(world)]
+    short = sum(1 for a, b in spans[:rank] if b - a < per)
+    a, b = spans[rank]
+    seq = [(k, False) for k in keys[a:b]] + [(keys[short % n], True)] * (per - (b - a))
+    count = per // batch if drop_last else -(-per // batch)
+    return [seq[j * batch:(j + 1) * batch] for j in range(count)]
+
+
+def got(batch_list) -> list[list[tuple[str, bool]]]:
+    out = []
+    for b in batch_list:
+        assert b["is_padding"].dtype == np.bool_ and b["is_padding"].shape == (len(b["__key__"]),)
+        out.append(list(zip(b["__key__"], b["is_padding"].tolist(), strict=True)))
+    return out
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize(("world", "batch"), [(1, 4), (2, 2), (3, 2), (4, 1), (3, 5)])
+def test_every_rank_gets_its_contiguous_padded_share(corpus, world, batch, drop_last):
+    ds, keys = corpus
+    for rank in range(world):
+        ld = NumpyLoader(ds, batch, rank=rank, world_size=world, drop_last=drop_last,
+                         **FILE_ORDER)
+        want = share(keys, rank, world, batch, drop_last)
+        assert len(ld) == len(want)
+        assert got(ld) == want, (rank, world, batch, drop_last)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("stop", [0, 1, 2])
+def test_a_resumed_rank_continues_its_own_batches(corpus, drop_last, stop):
+    """The same shape resumes batch for batch (the deal in progress), drop_last included."""
+    ds, keys = corpus
+    world, batch = 2, 2
+    states = []
+    for rank in range(world):
+        ld = NumpyLoader(ds, batch, rank=rank, world_size=world, drop_last=drop_last,
+                         **FILE_ORDER)
+        it = iter(ld)
+        for _ in range(stop):
+            next(it)
+        states.append(json.loads(json.dumps(ld.state_dict())))
+    assert states[0] == states[1]
+    for rank in range(world):
+        again = NumpyLoader(ds, batch, rank=rank, world_size=world, drop_last=drop_last,
+                            epoch=5, **FILE_ORDER)
+        again.load_state_dict(states[0])
+        want = share(keys, rank, world, batch, drop_last)[stop:]
+        assert again.epoch == 0 and len(again) == len(want)
+        assert got(again) == want, (rank, stop)
+
+
+def test_a_state_saved_after_a_whole_epoch_starts_the_next(corpus):
+    ds, keys = corpus
+    ld = NumpyLoader(ds, 3, seed=4, shuffle_buffer=5)
+    first = [k for b in ld for k in b["__key__"]]
+    state = json.loads(json.dumps(ld.state_dict()))
+    assert state["finished"] is True and state["remaining"] == []
+    nxt = NumpyLoader(ds, 3, seed=4, shuffle_buffer=5, epoch=1)
+    want = [k for b in nxt for k in b["__key__"]]
+    assert sorted(first) == sorted(want) == sorted(keys) and want != first
+    resumed = NumpyLoader(ds, 3, seed=4, shuffle_buffer=5)
+    resumed.load_state_dict(state)
+    assert len(resumed) == len(nxt) == 4
+    assert [k for b in resumed for k in b["__key__"]] == want and resumed.epoch == 1
+
+
+def test_len_counts_only_the_batches_left(corpus):
+    ds, _ = corpus
+    ld = NumpyLoader(ds, 2, rank=1, world_size=2, **FILE_ORDER)
+    assert len(ld) == 3
+    it = iter(ld)
+    next(it)
+    assert len(ld) == 2
+    list(it)
+    assert len(ld) == 3  # finished: the next iteration is the next epoch, in full
+
+
+# --------------------------------------------------------------------------- batches, Mixture
+
+def test_batches_of_a_finite_stream():
+    exs = make_examples(5, seed=1, length=40)
+    out = list(batches(iter(exs), 2, False, {"pad_patches_to": 40}))
+    assert [b["__key__"] for b in out] == [["ex-00000", "ex-00001"], ["ex-00002", "ex-00003"],
+                                           ["ex-00004"]]
+    for b in out:
+        assert b["is_padding"].dtype == np.bool_ and not b["is_padding"].any()
+        assert b["is_padding"].shape == (len(b["__key__"]),) and b["patches"].shape[1] == 40
+    kept = list(batches(iter(exs), 2, True, {}))
+    assert [b["__key__"] for b in kept] == [["ex-00000", "ex-00001"], ["ex-00002", "ex-00003"]]
+    assert [b["__key__"] for b in batches(iter(exs), 1, False, {})] == [[e["__key__"]]
+                                                                        for e in exs]
+    assert list(batches(iter([]), 3, False, {})) == []
+    with pytest.raises(ShardError) as err:
+        list(batches(iter(exs), 0, False, {}))
+    assert str(err.value) == "batch_size: must be >= 1, got 0"
+
+
+def test_mixture_batches_are_real_and_need_the_same_world(corpus):
+    ds, _ = corpus
+    mix = Mixture([ds])
+    ld = NumpyLoader(mix, 3, rank=1, world_size=2)
+    it = iter(ld)
+    for _ in range(3):
+        b = next(it)
+        assert b["is_padding"].dtype == np.bool_ and b["is_padding"].tolist() == [False] * 3
+    state = json.loads(json.dumps(ld.state_dict()))
+    assert state["finished"] is False and (state["rank"], state["world_size"]) == (1, 2)
+    with pytest.raises(ShardError) as err:
+        NumpyLoader(mix, 3, rank=0, world_size=3).load_state_dict(state)
+    assert str(err.value) == ("loader state: saved by rank 1 of 2, this is rank 0 of 3 (a "
+                              "Mixture resumes with the same world size)")
