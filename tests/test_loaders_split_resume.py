@@ -16,6 +16,11 @@ from trajcorpus.errors import ShardError
 from trajcorpus.shards import Mixture, NumpyLoader, ShardDataset
 from trajcorpus.shards.loaders import batches
 
+try:  # the optional `torch` extra
+    import torch
+except ImportError:
+    torch = None
+
 FILE_ORDER = dict(shuffle_buffer=0, shuffle_shards=False)
 
 
@@ -144,7 +149,146 @@ def test_mixture_batches_are_real_and_need_the_same_world(corpus):
         assert b["is_padding"].dtype == np.bool_ and b["is_padding"].tolist() == [False] * 3
     state = json.loads(json.dumps(ld.state_dict()))
     assert state["finished"] is False and (state["rank"], state["world_size"]) == (1, 2)
+    want = [next(it)["__key__"] for _ in range(2)]
+    del state["finished"]  # a state without the flag: not finished, the stream continues
+    again = NumpyLoader(mix, 3, rank=1, world_size=2)
+    again.load_state_dict(state)
+    it = iter(again)
+    assert [next(it)["__key__"] for _ in range(2)] == want
     with pytest.raises(ShardError) as err:
         NumpyLoader(mix, 3, rank=0, world_size=3).load_state_dict(state)
     assert str(err.value) == ("loader state: saved by rank 1 of 2, this is rank 0 of 3 (a "
                               "Mixture resumes with the same world size)")
+
+
+def test_a_mixture_has_no_length(corpus):
+    with pytest.raises(TypeError) as err:
+        len(NumpyLoader(Mixture([corpus[0]]), 2))
+    assert str(err.value) == "a Mixture never ends: it has no length"
+
+
+@pytest.mark.skipif(torch is None, reason="needs the optional torch extra: pip install -e "
+                    "'.[torch]' (make test TORCH=1)")
+@pytest.mark.parametrize("stop", [1, 2])
+def test_torch_resume_in_the_main_process(corpus, stop):
+    """num_workers=0 (the loop's own process): the resumed worker starts at its batch ``stop``
+    (the worker-process case is test_torch_resume_equals_uninterrupted_with_workers)."""
+    from trajcorpus.shards import TorchShardDataset
+
+    ds, keys = corpus
+    want = share(keys, 1, 2, 2, False)
+
+    def loader():
+        return TorchShardDataset(ds, 2, rank=1, world_size=2, **FILE_ORDER).loader()
+
+    ld = loader()
+    it = iter(ld)
+    head = [next(it) for _ in range(stop)]
+    state = json.loads(json.dumps(ld.state_dict()))
+    again = loader()
+    again.load_state_dict(state)
+    rest = list(again)
+    assert [list(zip(b["__key__"], b["is_padding"].tolist(), strict=True))
+            for b in head + rest] == want
+
+
+def test_a_state_without_the_deal_in_progress_is_dealt_again(corpus):
+    """Only the unseen positions (e.g. a state written by hand): dealt for this loader."""
+    ds, keys = corpus
+    ld = NumpyLoader(ds, 2, **FILE_ORDER)
+    it = iter(ld)
+    head = [k for _ in range(2) for k in next(it)["__key__"]]
+    state = json.loads(json.dumps(ld.state_dict()))
+    assert head == keys[:4] and state["remaining"] == [[4, 11]]
+    del state["deal"], state["finished"]
+    again = NumpyLoader(ds, 3, **FILE_ORDER)
+    again.load_state_dict(state)
+    assert len(again) == 3 and [b["__key__"] for b in again] == [keys[4:7], keys[7:10],
+                                                                  keys[10:]]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.pop("remaining"), "loader state: not a ShardDataset loader's state"),
+    (lambda s: s.update(total=12), "loader state: saved for other shards, seed or shuffle "
+     "settings"),
+    (lambda s: s.update(fingerprint="x"), "loader state: saved for other shards, seed or "
+     "shuffle settings"),
+    (lambda s: s.pop("total"), "loader state: saved for other shards, seed or shuffle settings"),
+    (lambda s: (s.pop("deal"), s.update(remaining=[[4, 12]])),
+     "loader state: remaining positions outside 0..11"),
+    (lambda s: s["deal"].update(remaining=[[-1, 3]]),
+     "loader state: remaining positions outside 0..11"),
+])
+def test_a_state_that_does_not_fit_is_refused_by_name(corpus, change, message):
+    ds, _ = corpus
+    ld = NumpyLoader(ds, 2, **FILE_ORDER)
+    next(iter(ld))
+    state = json.loads(json.dumps(ld.state_dict()))
+    change(state)
+    with pytest.raises(ShardError) as err:
+        NumpyLoader(ds, 2, **FILE_ORDER).load_state_dict(state)
+    assert str(err.value) == message
+
+
+def test_a_state_without_its_total_is_refused_for_a_one_example_epoch(tmp_path):
+    build(tmp_path, [1])
+    ds = ShardDataset(str(tmp_path), "c")
+    state = json.loads(json.dumps(NumpyLoader(ds, 1).state_dict()))
+    assert state["total"] == 1
+    del state["total"]
+    with pytest.raises(ShardError, match="saved for other shards"):
+        NumpyLoader(ds, 1).load_state_dict(state)
+
+
+def test_the_defaults_are_seed_0_in_file_order(corpus):
+    """A state of a loader built with the defaults resumes one built with seed=0 (the seed is in
+    the state's fingerprint), and the defaults read the epoch in file order."""
+    ds, keys = corpus
+    ld = NumpyLoader(ds, 4)
+    it = iter(ld)
+    assert next(it)["__key__"] == keys[:4]
+    state = json.loads(json.dumps(ld.state_dict()))
+    again = NumpyLoader(ds, 4, seed=0, shuffle_buffer=0, shuffle_shards=False)
+    again.load_state_dict(state)
+    assert [k for b in again for k in b["__key__"]] == keys[4:]
+    with pytest.raises(ShardError) as err:
+        NumpyLoader(ds, 0)
+    assert str(err.value) == "batch_size: must be >= 1, got 0"
+
+
+def test_shuffled_shards_keep_their_examples_in_file_order(corpus):
+    """shuffle_shards=True without a buffer: whole shards in a seeded order, each read in file
+    order; some seed moves them."""
+    ds, keys = corpus
+    shards = [keys[:4], keys[4:7], keys[7:]]
+    orders = []
+    for seed in range(4):
+        got_keys = [k for b in NumpyLoader(ds, 4, seed=seed, shuffle_buffer=0,
+                                           shuffle_shards=True) for k in b["__key__"]]
+        order = [next(i for i, sh in enumerate(shards) if k in sh) for k in got_keys[::1]]
+        firsts = sorted(set(order), key=order.index)
+        assert got_keys == [k for i in firsts for k in shards[i]], seed
+        orders.append(firsts)
+    assert any(o != [0, 1, 2] for o in orders)
+
+
+def test_a_buffer_shuffles_within_blocks_without_moving_shards(corpus):
+    ds, keys = corpus
+    got_keys = [k for b in NumpyLoader(ds, 4, seed=1, shuffle_buffer=5, shuffle_shards=False)
+                for k in b["__key__"]]
+    assert got_keys != keys
+    assert [sorted(got_keys[i:i + 5]) for i in (0, 5, 10)] == [keys[0:5], keys[5:10], keys[10:]]
+
+
+def test_verify_false_reads_a_shard_the_manifest_hashes_differently(corpus, tmp_path):
+    import shutil
+
+    src = corpus[0].out
+    shutil.copytree(src, tmp_path / "out")
+    raw = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    raw["files"][0]["sha256"] = "0" * 64
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(raw))
+    ds = ShardDataset(str(tmp_path / "out"), "c")
+    with pytest.raises(ShardError, match="refusing a changed shard"):
+        list(NumpyLoader(ds, 4))
+    assert [k for b in NumpyLoader(ds, 4, verify=False) for k in b["__key__"]] == corpus[1]
