@@ -292,3 +292,37 @@ def test_verify_false_reads_a_shard_the_manifest_hashes_differently(corpus, tmp_
     with pytest.raises(ShardError, match="refusing a changed shard"):
         list(NumpyLoader(ds, 4))
     assert [k for b in NumpyLoader(ds, 4, verify=False) for k in b["__key__"]] == corpus[1]
+    with pytest.raises(ShardError, match="refusing a changed shard"):
+        next(iter(NumpyLoader(Mixture([ds]), 4)))
+    it = iter(NumpyLoader(Mixture([ds]), 4, verify=False))
+    assert [k for _ in range(2) for k in next(it)["__key__"]] == corpus[1][:8]
+
+
+def test_collate_options_reach_every_batch(corpus):
+    """pad_patches_to, channels and normalize as given, against the examples written."""
+    from trajcorpus.tokenizers import normalize_patches
+
+    ds, keys = corpus
+    truth = {e["__key__"]: e for e in make_examples(len(keys), seed=0, prefix="e", length=40)}
+    seen = []
+    for b in NumpyLoader(ds, 4, pad_patches_to=40, channels=3, normalize=True, **FILE_ORDER):
+        assert b["patches"].dtype == np.float32 and b["patches"].shape[1:] == (40, 16, 16, 3)
+        for i, key in enumerate(b["__key__"]):
+            raw = truth[key]["patches"]
+            c = raw.shape[0]
+            want = normalize_patches(np.broadcast_to(raw, (c, 16, 16, 3)))
+            np.testing.assert_array_equal(b["patches"][i, :c], want)
+            assert not b["patches"][i, c:].any()
+            seen.append(key)
+    assert seen == keys
+
+
+def test_a_mixture_starts_at_the_epoch_given(corpus):
+    """One component: the draws are that dataset's epoch, in its order for that epoch."""
+    ds, keys = corpus
+    kw = dict(seed=5, shuffle_buffer=0, shuffle_shards=True)
+    for epoch in (0, 1):
+        want = [k for b in NumpyLoader(ds, 11, epoch=epoch, **kw) for k in b["__key__"]]
+        it = iter(NumpyLoader(Mixture([ds]), 11, epoch=epoch, **kw))
+        assert next(it)["__key__"] == want, epoch
+    assert [k for b in NumpyLoader(ds, 11, epoch=0, **kw) for k in b["__key__"]] != want

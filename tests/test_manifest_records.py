@@ -192,3 +192,13 @@ def test_a_folder_without_a_manifest(tmp_path):
 def test_a_new_manifest_defaults():
     m = Manifest(files=[], configs={})
     assert (m.version, m.created_by, m.uri, m.extra) == (1, f"trajcorpus {__version__}", "", {})
+
+
+def test_a_bad_config_record_read_back_names_the_manifest(tmp_path):
+    write_manifest(str(tmp_path), BETA, "beta", {"seed": 2})
+    raw = json.loads((tmp_path / "manifest.json").read_text())
+    raw["configs"]["beta"]["info"]["seed"] = "2"
+    uri = write_raw(tmp_path, json.dumps(raw).encode())
+    with pytest.raises(ShardError) as err:
+        read_manifest(str(tmp_path))
+    assert str(err.value) == f"{uri} config 'beta' field 'info.seed': Input should be a valid integer"
