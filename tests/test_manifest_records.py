@@ -202,3 +202,10 @@ def test_a_bad_config_record_read_back_names_the_manifest(tmp_path):
     with pytest.raises(ShardError) as err:
         read_manifest(str(tmp_path))
     assert str(err.value) == f"{uri} config 'beta' field 'info.seed': Input should be a valid integer"
+
+
+def test_a_bad_config_record_being_written_is_named(tmp_path):
+    with pytest.raises(ShardError) as err:
+        write_manifest(str(tmp_path), BETA, "beta", {"seed": "2"})
+    assert str(err.value) == ("manifest being written config 'beta' field 'info.seed': Input "
+                              "should be a valid integer")
