@@ -30,3 +30,11 @@ def test_runs_and_suffixes_in_natural_order(tmp_path):
     assert units[0].param("suffixes") == (0, 2, 10) and units[4].param("suffix") == 2
     assert units[4].param("task") == "Breakout" and units[4].param("run") == "007"
     assert all(u.uri.endswith(f"Breakout/{u.param('run')}/replay_logs") for u in units)
+
+
+def test_a_game_folder_named_with_a_trailing_slash_or_relatively(tmp_path, monkeypatch):
+    touch_run(tmp_path, "BreakoutX", "1", (0,))
+    keys = [u.key for u in DqnReplaySource(f"{tmp_path}/BreakoutX/").units()]
+    assert keys == ["BreakoutX/1/ckpt.0"]
+    monkeypatch.chdir(tmp_path)
+    assert [u.key for u in DqnReplaySource("BreakoutX").units()] == keys
