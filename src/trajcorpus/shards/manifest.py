@@ -141,8 +141,10 @@ def read_manifest(out: str) -> Manifest:
     try:
         files = [ShardFile.from_dict(d) for d in data["files"]]
         configs = {name: entry["info"] for name, entry in data["configs"].items()}
-    except (KeyError, TypeError) as e:
+    except KeyError as e:
         raise ShardError(uri, f"malformed manifest: missing {e}") from None
+    except (TypeError, AttributeError) as e:  # e.g. "configs" a list, a file record a string
+        raise ShardError(uri, f"malformed manifest: {e}") from None
     for name, info in configs.items():
         check_info(name, info, uri)
     known = {"version", "created_by", "configs", "files"}
