@@ -316,3 +316,144 @@ def test_arrow_one_step_episode_and_bool_box_column(tmp_path):
     assert ep.actions.tolist() == [2] and ep.action_kind == "discrete"
     assert ep.return_ == 1.5 and ep.is_terminal and not ep.is_truncated
     assert ep.source["final_observation"]["row"] == 1
+
+
+# -- HDF5 structure: the episode group and the observation nodes ----------------------------------
+def test_hdf5_structure_errors_name_the_node(tmp_path):
+    h5 = tmp_path / "ds/data/main_data.hdf5"
+    folder = _write_h5(tmp_path / "ds", {0: _h5_episode(), 2: _h5_episode(), 3: _h5_episode()})
+    with h5py.File(h5, "r+") as f:
+        f["episode_1"] = np.zeros(3)  # listed as an episode, but not a group
+        del f["episode_2/observations"]
+        del f["episode_3/observations"]
+        f["episode_3/observations"] = np.zeros((5, 3))  # a dataset where the Dict space needs a group
+    items = read(folder)
+    assert isinstance(items[0], Episode)
+    assert [(x.location, x.reason) for x in items[1:]] == [
+        (f"{h5} [episode_1]", "episode group missing"),
+        (f"{h5} [episode_2/observations]", "missing dataset"),
+        (f"{h5} [episode_3/observations]",
+         "expected a group for a Dict/Tuple observation space, found a dataset")]
+    assert items[0].source == {"uri": str(h5), "key": "episode_0", "dataset_id": "t/ds-v0",
+                               "backend": "hdf5", "steps": 4, "final_observation": {
+                                   "uri": str(h5), "key": "episode_0/observations", "row": 4,
+                                   "kept": False}}
+
+
+NESTED = {"type": "Dict", "subspaces": {"arm": {"type": "Dict", "subspaces": {
+    "q": {"type": "Box", "dtype": "float32", "shape": [2]}}}}}
+
+
+def test_hdf5_missing_group_and_box_stored_as_group(tmp_path):
+    h5 = tmp_path / "a/data/main_data.hdf5"
+    _meta(tmp_path / "a", "hdf5", NESTED, BOX_ACT)
+    base = {k: v for k, v in _h5_episode().items() if not k.startswith("observations")}
+    with h5py.File(h5, "w") as f:
+        for eid in (0, 1):
+            for k, v in base.items():
+                f[f"episode_{eid}/{k}"] = v
+        f["episode_0/observations/arm/q"] = np.ones((5, 2), np.float32)
+        f["episode_1/observations/leg/q"] = np.ones((5, 2), np.float32)
+    good, bad = read(tmp_path / "a")
+    assert good.observations["arm/q"].shape == (4, 2)
+    assert (bad.location, bad.reason) == (f"{h5} [episode_1/observations/arm]", "missing group")
+    h5 = tmp_path / "b/data/main_data.hdf5"
+    _meta(tmp_path / "b", "hdf5", {"type": "Box", "dtype": "float32", "shape": [2]}, BOX_ACT)
+    with h5py.File(h5, "w") as f:
+        for k, v in base.items():
+            f[f"episode_0/{k}"] = v
+        f["episode_0/observations/q"] = np.ones((5, 2), np.float32)
+    (bad,) = read(tmp_path / "b")
+    assert (bad.location, bad.reason) == (
+        f"{h5} [episode_0/observations]",
+        "expected a dataset for a Box/Discrete observation space, found a group")
+
+
+TUPLE_SPACE = {"type": "Tuple", "subspaces": [
+    {"type": "Box", "dtype": "float64", "shape": [2]}, {"type": "Discrete", "n": 5}]}
+
+
+@pytest.mark.parametrize("backend", ["hdf5", "arrow"])
+def test_tuple_observation_space(tmp_path, backend):
+    """Tuple leaves are named by their index; HDF5 stores them under ``_index_<i>``, Arrow as
+    struct fields "0", "1"."""
+    pos, mode = np.arange(10.0).reshape(5, 2), np.array([4, 3, 2, 1, 0])
+    folder = tmp_path / backend
+    if backend == "hdf5":
+        _meta(folder, "hdf5", TUPLE_SPACE, BOX_ACT)
+        with h5py.File(folder / "data/main_data.hdf5", "w") as f:
+            for k, v in _h5_episode().items():
+                if not k.startswith("observations"):
+                    f[f"episode_0/{k}"] = v
+            f["episode_0/observations/_index_0"] = pos
+            f["episode_0/observations/_index_1"] = mode
+    else:
+        cols = _arrow_cols(observations=pa.StructArray.from_arrays(
+            [box_column(pos), pa.array(mode)], names=["0", "1"]))
+        write_arrow(folder, {0: [cols]}, TUPLE_SPACE, BOX_ACT)
+    (ep,) = read(folder)
+    assert ep.observation_kinds == {"0": "continuous", "1": "discrete"}
+    assert np.array_equal(ep.observations["0"], pos[:4])
+    assert ep.observations["1"].tolist() == [4, 3, 2, 1]
+
+
+# -- Arrow episodes in several part files -----------------------------------------------------------
+def _split_parts(cols: dict, cuts: list[int]) -> list[dict]:
+    table = pa.table(cols)
+    bounds = [0, *cuts, table.num_rows]
+    return [{name: table.column(name).slice(lo, hi - lo).combine_chunks() for name in cols}
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def test_arrow_episode_in_many_parts(tmp_path):
+    """An episode of 12 steps (13 rows) in 11 part files (part-10 sorts after part-1): the same
+    episode as in one file, with every part listed in its lineage."""
+    whole = _arrow_cols(12)
+    parts = _split_parts(whole, list(range(3, 13)))
+    folder = write_arrow(tmp_path / "ds", {0: [whole], 1: parts}, POS_SPACE, BOX_ACT)
+    one, many = read(folder)
+    assert isinstance(many, Episode), many
+    assert np.array_equal(one.observations["pos"], many.observations["pos"])
+    assert np.array_equal(one.actions, many.actions) and one.return_ == many.return_
+    expect = [str(folder / f"data/1/part-{k}.arrow") for k in range(11)]
+    assert many.source == {"uri": expect[0], "dataset_id": "t/ds-v0", "backend": "arrow",
+                           "episode": 1, "parts": expect, "steps": 12, "final_observation": {
+                               "uri": expect[0], "key": "observations", "row": 12,
+                               "kept": False}}
+    assert "parts" not in one.source and one.source["episode"] == 0
+
+
+def test_arrow_incomplete_episodes(tmp_path):
+    cols = _arrow_cols()
+    folder = write_arrow(tmp_path / "ds", {0: [cols], 1: _split_parts(cols, [2, 3]),
+                                           2: _split_parts(cols, [2])}, POS_SPACE, BOX_ACT)
+    (folder / "data/1/part-1.arrow").unlink()
+    (folder / "data/3").mkdir()
+    (folder / "data/3/episode_metadata.json").write_text("{}")
+    other = pa.table({k: v for k, v in _split_parts(cols, [2])[1].items() if k != "truncations"})
+    with ipc.new_file(str(folder / "data/2/part-1.arrow"), other.schema) as w:
+        w.write_table(other)
+    items = read(folder)
+    assert isinstance(items[0], Episode)
+    got = [(x.location, x.reason) for x in items[1:]]
+    assert got[0] == (str(folder / "data/1"),
+                      "episode 1: parts [0, 2] are not numbered 0..1 (a part is missing)")
+    assert got[1][0] == str(folder / "data/2/part-0.arrow")
+    assert got[1][1].startswith("parts of episode 2 do not share a schema: ")
+    assert got[2] == (str(folder / "data/3"),
+                      "episode 3: no part-0.arrow file (an incomplete copy?)")
+
+
+def test_arrow_missing_or_null_struct_field(tmp_path):
+    base = _arrow_cols()
+    obs = base["observations"]
+    missing = pa.StructArray.from_arrays([obs.field("mission")], names=["mission"])
+    nulls = pa.StructArray.from_arrays([obs.field("pos"), obs.field("mission")],
+                                       names=["pos", "mission"],
+                                       mask=pa.array([False, True, False, True, False]))
+    folder = write_arrow(tmp_path / "ds", {0: [_arrow_cols(observations=missing)],
+                                           1: [_arrow_cols(observations=nulls)]},
+                         POS_SPACE, BOX_ACT)
+    got = [(x.location, x.reason) for x in read(folder)]
+    assert got == [(f"{folder / 'data/0/part-0.arrow'} [observations/pos]", "missing struct field"),
+                   (f"{folder / 'data/1/part-0.arrow'} [observations/pos]", "2 null rows")]
