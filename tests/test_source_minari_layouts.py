@@ -174,6 +174,7 @@ H5_DAMAGE = [  # (dataset replaced, new value, key, reason)
     ("terminations", np.bool_(True), "terminations",
      "expected one value per step, got a scalar (bool)"),
     ("truncations", np.zeros(3, bool), "truncations", "has 3 steps but rewards has 4"),
+    ("terminations", np.array([0, 2, 0, 1]), "terminations", "flag value 2 at step 1 is not 0 or 1"),
     ("observations/pos", np.zeros((4, 3)), "observations/pos",
      "has 4 rows; Minari stores steps + 1 = 5 observations for 4 steps"),
     ("observations/pos", np.float64(1.5), "observations/pos",
