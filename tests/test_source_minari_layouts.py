@@ -458,3 +458,25 @@ def test_arrow_missing_or_null_struct_field(tmp_path):
     got = [(x.location, x.reason) for x in read(folder)]
     assert got == [(f"{folder / 'data/0/part-0.arrow'} [observations/pos]", "missing struct field"),
                    (f"{folder / 'data/1/part-0.arrow'} [observations/pos]", "2 null rows")]
+
+
+def test_hdf5_unreadable_leaf_datasets_name_their_key(tmp_path):
+    """A Dict leaf missing from its group; a Box dataset declaring 2**40 rows (a chunked dataset
+    can declare any shape while its file holds almost nothing): refused before reading."""
+    h5 = tmp_path / "a/data/main_data.hdf5"
+    ep = _h5_episode()
+    del ep["observations/pos"]
+    (bad,) = read(_write_h5(tmp_path / "a", {0: ep}))
+    assert (bad.location, bad.reason) == (f"{h5} [episode_0/observations/pos]", "missing dataset")
+    h5 = tmp_path / "b/data/main_data.hdf5"
+    _meta(tmp_path / "b", "hdf5", BOX3, BOX_ACT)
+    with h5py.File(h5, "w") as f:
+        for k, v in _h5_episode().items():
+            if not k.startswith("observations"):
+                f[f"episode_0/{k}"] = v
+        f["episode_0"].create_dataset("observations", shape=(1 << 40, 3), dtype="f8",
+                                      chunks=(1, 3))
+    (bad,) = read(tmp_path / "b")
+    assert bad.location == f"{h5} [episode_0/observations]"
+    assert bad.reason == ("declared shape [1099511627776, 3] of 8-byte values needs "
+                          f"{(1 << 40) * 24} bytes, above the limit of {1 << 32}")
