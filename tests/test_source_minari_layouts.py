@@ -480,3 +480,23 @@ def test_hdf5_unreadable_leaf_datasets_name_their_key(tmp_path):
     assert bad.location == f"{h5} [episode_0/observations]"
     assert bad.reason == ("declared shape [1099511627776, 3] of 8-byte values needs "
                           f"{(1 << 40) * 24} bytes, above the limit of {1 << 32}")
+
+
+def test_tuple_inside_dict_and_two_parts(tmp_path):
+    """A Tuple inside a Dict is named "<key>/<index>"; an episode in exactly two part files lists
+    both in its lineage; a Box leaf of the wrong size names its Arrow column."""
+    space = {"type": "Dict", "subspaces": {"arm": TUPLE_SPACE}}
+    pos, mode = np.arange(10.0).reshape(5, 2), np.array([4, 3, 2, 1, 0])
+    arm = pa.StructArray.from_arrays([box_column(pos), pa.array(mode)], names=["0", "1"])
+    cols = _arrow_cols(observations=pa.StructArray.from_arrays([arm], names=["arm"]))
+    bad_arm = pa.StructArray.from_arrays([box_column(np.zeros((5, 3))), pa.array(mode)],
+                                         names=["0", "1"])
+    bad = _arrow_cols(observations=pa.StructArray.from_arrays([bad_arm], names=["arm"]))
+    folder = write_arrow(tmp_path / "ds", {0: _split_parts(cols, [3]), 1: [bad]}, space, BOX_ACT)
+    ep, rej = read(folder)
+    assert ep.observation_kinds == {"arm/0": "continuous", "arm/1": "discrete"}
+    assert np.array_equal(ep.observations["arm/0"], pos[:4])
+    assert ep.source["parts"] == [str(folder / f"data/0/part-{k}.arrow") for k in (0, 1)]
+    assert (rej.location, rej.reason) == (
+        f"{folder / 'data/1/part-0.arrow'} [observations/arm/0]",
+        "array of shape (5, 3) does not hold 5 rows of the space's shape [2]")
