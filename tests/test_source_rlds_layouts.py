@@ -88,7 +88,8 @@ MIXED = {"observation": {"featuresDict": {"features": {
     "reward": tensor("float64", 1), "discount": tensor("float32"), "extra_info": tensor("int64"),
     **FLAGS}
 MIXED_META = {"agent_id": text(), "seed": tensor("int64"), "tags": tensor("int64", 3),
-              "big": tensor("float32", 65), "language_instruction": text()}
+              "big": tensor("float32", 65), "edge": tensor("int64", 64),
+              "language_instruction": text()}
 
 
 def mixed_record(n: int = 3, last_action: float = 0.0, last_reward: float = 0.0) -> dict:
@@ -105,7 +106,7 @@ def mixed_record(n: int = 3, last_action: float = 0.0, last_reward: float = 0.0)
             "steps/extra_info": list(range(n)), **flags(n),
             "episode_metadata/agent_id": [b"op-3"], "episode_metadata/seed": [42],
             "episode_metadata/tags": [7, 8, 9],
-            "episode_metadata/big": [0.5] * 65,
+            "episode_metadata/big": [0.5] * 65, "episode_metadata/edge": list(range(64)),
             "episode_metadata/language_instruction": [b"stack the red brick"]}
 
 
@@ -129,11 +130,13 @@ def test_mixed_actions_bool_and_text_observations_metadata(tmp_path):
     assert e.observations["grip"].tolist() == [[1, 0], [0, 1], [0, 0]]
     assert e.observations["pos"].tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
     assert e.observations["note"].tolist() == ["same"]  # constant text: one per episode
+    assert e.observations["note"].dtype == object == e.observations["instruction"].dtype
     assert e.observations["instruction"].tolist() == ["stack the red brick"]
     assert e.agent == "op-3" and e.task == "toy" and e.is_terminal and not e.is_truncated
     assert e.source["metadata"] == {"episode_metadata/agent_id": "op-3",
                                     "episode_metadata/seed": 42,
                                     "episode_metadata/tags": [7, 8, 9],
+                                    "episode_metadata/edge": list(range(64)),  # up to 64 kept
                                     "episode_metadata/language_instruction":
                                         "stack the red brick"}
     assert e.source["ignored_keys"] == ["steps/extra_info"]
@@ -201,6 +204,7 @@ def test_per_step_instruction_and_two_splits(tmp_path):
     assert "instruction" not in items[0].observations  # all empty: no text
     assert items[1].observations["instruction"].tolist() == ["a", "b"]
     assert items[2].observations["instruction"].tolist() == ["x", "", "x"]
+    assert items[1].observations["instruction"].dtype == object
     assert [e.source["split"] for e in items] == ["test", "train", "train"]
     assert [e.episode_id for e in items] == [
         f"{shard(folder, 'test').name}:0", f"{shard(folder, 'train', 0, 2).name}:0",
@@ -264,3 +268,14 @@ def test_episode_id_key_must_name_scalar_metadata(tmp_path):
     (bad,) = read(folder, episode_id_key="episode_metadata/nope")
     assert bad.reason == (f"{shard(folder)} @ offset 0 [episode_metadata/nope]: option "
                           "episode_id_key names no scalar episode-metadata feature")
+
+
+def test_last_step_not_marked_is_last_is_an_agent_step(tmp_path):
+    """A zero action and reward at the end is padding only on the step marked is_last."""
+    rec = simple(3, **{"steps/action": [1.0, 1.0, 0.0], "steps/reward": [1.0, 1.0, 0.0],
+                       "steps/is_last": [0, 0, 0]})
+    (e,) = read(write_rlds(tmp_path / "a", features_json(SIMPLE), {"train": [[rec]]}))
+    assert e.length == 3 and e.source["final_step"] == "kept"
+    rec["steps/is_last"] = [0, 0, 1]
+    (e,) = read(write_rlds(tmp_path / "b", features_json(SIMPLE), {"train": [[rec]]}))
+    assert e.length == 2 and e.source["final_step"] == "dropped"
