@@ -279,3 +279,18 @@ def test_last_step_not_marked_is_last_is_an_agent_step(tmp_path):
     rec["steps/is_last"] = [0, 0, 1]
     (e,) = read(write_rlds(tmp_path / "b", features_json(SIMPLE), {"train": [[rec]]}))
     assert e.length == 2 and e.source["final_step"] == "dropped"
+    assert "ignored_keys" not in e.source  # steps/action is the action, not an unused key
+
+
+def test_template_fields_from_nested_and_top_level_metadata(tmp_path):
+    """Every scalar metadata leaf is a template field by its last name, whether nested
+    (episode_metadata/env/seed) or a top-level feature (run); plus the dataset's own fields."""
+    feats = features_json(SIMPLE, {"env": {"featuresDict": {"features": {"seed": tensor("int64")}}}})
+    feats["featuresDict"]["features"]["run"] = text()
+    rec = simple(**{"episode_metadata/env/seed": [9], "run": [b"r2"]})
+    folder = write_rlds(tmp_path / "toy", feats, {"train": [[rec]]})
+    src = open_source("rlds", str(folder), task_template="{dataset_name}@{version}/{split}",
+                      agent_template="{run}-{seed}")
+    (e,) = src.episodes()
+    assert (e.task, e.agent) == ("toy@0.1.0/train", "r2-9")
+    assert e.source["metadata"] == {"episode_metadata/env/seed": 9, "run": "r2"}
