@@ -294,3 +294,20 @@ def test_template_fields_from_nested_and_top_level_metadata(tmp_path):
     (e,) = src.episodes()
     assert (e.task, e.agent) == ("toy@0.1.0/train", "r2-9")
     assert e.source["metadata"] == {"episode_metadata/env/seed": 9, "run": "r2"}
+
+
+def test_scalar_integer_action_and_a_text_action_part(tmp_path):
+    """One integer action per step is a [T] discrete action; a text part among the action keys
+    is refused by its own key."""
+    feats = {**SIMPLE, "action": tensor("int64")}
+    rec = simple(**{"steps/action": [3, 1, 2]})
+    (e,) = read(write_rlds(tmp_path / "a", features_json(feats), {"train": [[rec]]}))
+    assert e.actions.shape == (3,) and e.actions.tolist() == [3, 1, 2]
+    assert e.action_kind == "discrete" and e.actions.dtype == np.int64
+    feats = {**SIMPLE, "action": {"featuresDict": {"features": {"a": tensor("int64"),
+                                                                "b": text()}}}}
+    rec = simple(**{"steps/action/a": [1, 2, 3], "steps/action/b": [b"up"] * 3})
+    del rec["steps/action"]
+    folder = write_rlds(tmp_path / "b", features_json(feats), {"train": [[rec]]})
+    (bad,) = read(folder)
+    assert bad.reason == f"{shard(folder)} @ offset 0 [steps/action/b]: text actions are not supported"
