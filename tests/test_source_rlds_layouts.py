@@ -238,6 +238,11 @@ BAD_RECORDS = [  # (features, record, key, reason)
      "text actions are not supported"),
     ({**SIMPLE, "is_first": tensor("bool", 2)}, simple(**{"steps/is_first": [1, 0, 0]}),
      "steps/is_first", "3 values are not a whole number of steps of 2"),
+    (SIMPLE, simple(**{"steps/extra": [1, 2, 3]}), "steps/extra",
+     "feature not declared in features.json"),
+    (SIMPLE, simple(**{"steps/observation": [0.5, 1.5]}), "steps/observation",
+     "has 2 values, expected 3 x 1 (steps x values per step)"),
+    (SIMPLE, {k: [] for k in simple()}, "steps", "episode has no steps"),
 ]
 
 
@@ -311,3 +316,27 @@ def test_scalar_integer_action_and_a_text_action_part(tmp_path):
     folder = write_rlds(tmp_path / "b", features_json(feats), {"train": [[rec]]})
     (bad,) = read(folder)
     assert bad.reason == f"{shard(folder)} @ offset 0 [steps/action/b]: text actions are not supported"
+
+
+def test_float32_rewards_summed_in_float64_and_one_step_of_shaped_reward(tmp_path):
+    """float_list rewards are float32: [1, 2**-24 x 3] sums to 1.0 in float32, exactly
+    1 + 3 * 2**-24 in float64. A reward declared with shape [1] over a single stored step."""
+    tiny = float(2.0 ** -24)
+    rec = simple(4, **{"steps/reward": [1.0, tiny, tiny, tiny], "steps/action": [1.0] * 4})
+    (e,) = read(write_rlds(tmp_path / "a", features_json(SIMPLE), {"train": [[rec]]}))
+    assert e.length == 4 and e.return_ == 1.0 + 3 * tiny
+    feats = {**SIMPLE, "reward": tensor("float32", 1)}
+    (e,) = read(write_rlds(tmp_path / "b", features_json(feats),
+                           {"train": [[simple(1, **{"steps/reward": [2.5]})]]}))
+    assert e.length == 1 and e.rewards.tolist() == [2.5] and e.return_ == 2.5
+
+
+def test_record_that_is_not_an_example_names_its_offset(tmp_path):
+    folder = write_rlds(tmp_path / "toy", features_json(SIMPLE), {"train": [[simple(2)]]})
+    path = shard(folder)
+    path.write_bytes(path.read_bytes() + frame_record(b"\xff\xff\xff"))
+    items = read(folder)
+    assert isinstance(items[0], Episode) and isinstance(items[1], Rejected)
+    offset = 12 + len(example(simple(2))) + 4
+    assert items[1].location == f"{path} @ offset {offset} (record 1)"
+    assert items[1].reason.startswith(f"{path} @ offset {offset}: ")
