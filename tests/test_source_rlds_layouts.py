@@ -178,6 +178,7 @@ def test_no_actions_no_flags(tmp_path):
     folder = write_rlds(tmp_path / "a", features_json(feats), {"train": [[rec]]})
     (e,) = read(folder)
     assert e.length == 2 and e.action_kind == "none" and e.actions.shape == (2, 0)
+    assert e.actions.dtype == np.float32
     assert e.observations["observation"].tolist() == [4, 5]
     assert e.observation_kinds == {"observation": "discrete"}
     assert not e.is_terminal and e.is_truncated and e.source["action_keys"] == []
@@ -243,6 +244,8 @@ BAD_RECORDS = [  # (features, record, key, reason)
     (SIMPLE, simple(**{"steps/observation": [0.5, 1.5]}), "steps/observation",
      "has 2 values, expected 3 x 1 (steps x values per step)"),
     (SIMPLE, {k: [] for k in simple()}, "steps", "episode has no steps"),
+    ({**SIMPLE, "is_terminal": tensor("int64")}, simple(**{"steps/is_terminal": [0, 2, 1]}),
+     "steps/is_terminal", "flag value 2 at step 1 is not 0 or 1"),
 ]
 
 
@@ -282,9 +285,13 @@ def test_last_step_not_marked_is_last_is_an_agent_step(tmp_path):
     (e,) = read(write_rlds(tmp_path / "a", features_json(SIMPLE), {"train": [[rec]]}))
     assert e.length == 3 and e.source["final_step"] == "kept"
     rec["steps/is_last"] = [0, 0, 1]
-    (e,) = read(write_rlds(tmp_path / "b", features_json(SIMPLE), {"train": [[rec]]}))
+    folder = write_rlds(tmp_path / "b", features_json(SIMPLE), {"train": [[rec]]})
+    (e,) = read(folder)
     assert e.length == 2 and e.source["final_step"] == "dropped"
     assert "ignored_keys" not in e.source  # steps/action is the action, not an unused key
+    assert e.source == {"uri": str(shard(folder)), "record": 0, "offset": 0,
+                        "split": "train", "shard": 0, "stored_steps": 3,
+                        "final_step": "dropped", "action_keys": ["steps/action"], "metadata": {}}
 
 
 def test_template_fields_from_nested_and_top_level_metadata(tmp_path):
