@@ -347,3 +347,19 @@ def test_record_that_is_not_an_example_names_its_offset(tmp_path):
     offset = 12 + len(example(simple(2))) + 4
     assert items[1].location == f"{path} @ offset {offset} (record 1)"
     assert items[1].reason.startswith(f"{path} @ offset {offset}: ")
+
+
+def test_max_record_bytes_bounds_inflated_leaves(tmp_path):
+    """``max_record_bytes`` also bounds a zlib leaf's decoded size: 2 steps of 250 float64 zeros
+    (4,000 bytes inflated, a few dozen stored) pass at 8,000 and are refused at 3,000."""
+    import zlib
+    feats = {**SIMPLE, "observation": {"tensor": {"dtype": "float64", "encoding": "zlib",
+                                                  "shape": {"dimensions": ["250"]}}}}
+    blob = zlib.compress(np.zeros(250).tobytes())
+    rec = simple(2, **{"steps/observation": [blob, blob]})
+    folder = write_rlds(tmp_path / "toy", features_json(feats), {"train": [[rec]]})
+    (e,) = read(folder, max_record_bytes=8000)
+    assert isinstance(e, Episode) and e.observations["observation"].shape == (2, 250)
+    (bad,) = read(folder, max_record_bytes=3000)
+    assert isinstance(bad, Rejected) and "[steps/observation]" in bad.reason
+    assert "3000" in bad.reason
