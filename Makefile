@@ -16,10 +16,6 @@ DEMO_OUT ?= demo-out
 TORCH ?= auto
 TEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
-# pip byte-compiles every module it installs (all of torch, Beam, pandas, ...): measured here, 152
-# of the dev install's 238 CPU s (torch alone 17 s against 5 s). Python compiles a module the first
-# time it is imported and keeps the .pyc, so only what runs is ever compiled.
-PIP_INSTALL := $(PY) -m pip install --no-compile
 SUPPORTED := 3.10 3.11 3.12 3.13 3.14
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
@@ -49,16 +45,16 @@ $(VENV)/pyvenv.cfg:
 	$(PY) -m pip install --upgrade pip
 
 $(RUNTIME_STAMP): pyproject.toml | $(VENV)/pyvenv.cfg
-	$(PIP_INSTALL) --progress-bar on -e .
+	$(PY) -m pip install --progress-bar on -e .
 	touch $@
 
 $(DEV_STAMP): pyproject.toml $(RUNTIME_STAMP)
-	$(PIP_INSTALL) --progress-bar on -e '.[dev]'
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	@case "$(TORCH)" in \
-	  1) $(PIP_INSTALL) --progress-bar on -e '.[torch]' ;; \
+	  1) $(PY) -m pip install --progress-bar on -e '.[torch]' ;; \
 	  0) echo "TORCH=0: torch not installed; its tests will be skipped" ;; \
-	  *) if $(PIP_INSTALL) --no-index --no-deps torch 2>/dev/null; then \
-	       $(PIP_INSTALL) -e '.[torch]'; \
+	  *) if $(PY) -m pip install --no-index --no-deps torch 2>/dev/null; then \
+	       $(PY) -m pip install -e '.[torch]'; \
 	     else \
 	       echo "torch: no wheel for this Python on this machine; its tests will be skipped (make test TORCH=1 downloads it)"; \
 	     fi ;; \

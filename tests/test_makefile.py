@@ -65,9 +65,7 @@ def test_demo_installs_runtime_dependencies_only_with_progress(tmp_path):
     proc = make("-n", "demo", f"PYTHON={sys.executable}", f"VENV={tmp_path / 'v'}")
     assert proc.returncode == 0, proc.stderr
     installs = [ln for ln in proc.stdout.splitlines() if "pip install" in ln]
-    # --no-compile: modules are compiled when first imported, not all at install (Makefile)
-    assert any(ln.endswith("pip install --no-compile --progress-bar on -e .") for ln in installs), \
-        installs
+    assert any(ln.endswith("pip install --progress-bar on -e .") for ln in installs), installs
     assert not any("dev" in ln or "--quiet" in ln or " -q" in ln for ln in installs), installs
     assert "trajcorpus.pipelines.demo --output demo-out --overwrite" in proc.stdout
 
@@ -75,7 +73,6 @@ def test_demo_installs_runtime_dependencies_only_with_progress(tmp_path):
 def test_test_installs_the_dev_extra_and_torch_only_when_at_hand(tmp_path):
     proc = make("-n", "test", f"PYTHON={sys.executable}", f"VENV={tmp_path / 'v'}")
     assert proc.returncode == 0, proc.stderr
-    assert "pip install --no-compile --progress-bar on -e '.[dev]'" in proc.stdout
-    # TORCH=auto: no download
-    assert "pip install --no-compile --no-index --no-deps torch" in proc.stdout
+    assert "pip install --progress-bar on -e '.[dev]'" in proc.stdout
+    assert "pip install --no-index --no-deps torch" in proc.stdout  # TORCH=auto: no download
     assert "ruff check src tests bench" in proc.stdout and "-m pytest -q" in proc.stdout
