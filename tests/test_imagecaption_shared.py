@@ -133,6 +133,12 @@ def _modes() -> list[tuple[str, bytes, str]]:
         ("CMYK", _file(rgb.convert("CMYK"), "TIFF"), "RGB"),
         ("LAB", _file(rgb.convert("LAB"), "TIFF"), "RGB"),
         ("I;16", _file(i16), "L"),
+        # a big-endian 16-bit TIFF (PIL opens it as I;16B; a little-endian one opens as I;16)
+        ("I;16B", _file(Image.frombytes("I;16B", (4, 3), np.asarray(i16, dtype=">u2").tobytes()),
+                        "TIFF"), "L"),
+        # PIL's IM format keeps an explicitly little-endian 16-bit mode
+        ("I;16L", _file(Image.frombytes("I;16L", (4, 3), np.asarray(i16, dtype="<u2").tobytes()),
+                        "IM"), "L"),
         ("I", _file(i16.convert("I"), "TIFF"), "L"),
         ("F", _file(i16.convert("F"), "TIFF"), "L"),
         ("LA", _file(la), "RGBA"),
