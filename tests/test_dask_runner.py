@@ -345,13 +345,13 @@ def test_the_local_cluster_slows_its_workers_bookkeeping() -> None:
 
 
 def test_the_runner_starts_its_cluster_with_local_cluster(monkeypatch) -> None:
-    from trajcorpus.pipelines import dask_runner
+    from trajcorpus.pipelines import dask_runner, runners
 
     def refuse(n_workers: int):
         raise RuntimeError(f"local_cluster({n_workers})")
 
     monkeypatch.setattr(dask_runner, "local_cluster", refuse)
-    monkeypatch.setattr(dask_runner.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(runners.os, "cpu_count", lambda: 4)
     # one worker per core, but no more than the job's units (its partitions)
     for units, workers in ((None, 4), (6, 4), (3, 3), (1, 1)):
         p = beam.Pipeline(runner=dask_runner.JobDaskRunner(units))

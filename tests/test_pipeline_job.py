@@ -473,6 +473,7 @@ def test_cli_run_passes_beam_flags_and_prints_a_summary(work, capsys) -> None:
     (2, 1, ["--direct_num_workers=2"], (2, "multi_processing")),       # the user's flag wins
     (2, 6, ["--direct_running_mode=in_memory"], (2, "in_memory")),
     (2, 1, ["--direct_running_mode=multi_processing"], (1, "multi_processing")),
+    (1, 1, ["--direct_num_workers=4"], (4, "multi_processing")),   # the user's count: their mode
 ])
 def test_direct_runner_workers_default_to_cores_but_not_more_than_units(
         monkeypatch, cores, units, args, want) -> None:

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import uuid
 from collections import Counter
 from typing import Any
@@ -336,8 +335,9 @@ class JobDaskRunner(DaskRunner):
             bag_kwargs = {"npartitions": int(self.npartitions)}
         cluster = None
         if not dask_options.get("address") and not dask_options.get("scheduler_file"):
-            cores = os.cpu_count() or 1  # one per core, but not more than units to read
-            cluster = local_cluster(max(1, min(cores, self.npartitions or cores)))
+            from .runners import default_workers
+
+            cluster = local_cluster(default_workers(self.npartitions))
             dask_options["address"] = cluster.scheduler_address
         try:
             client = ddist.Client(**dask_options)

@@ -16,7 +16,8 @@ from ..shards.layout import MIN_SHARD_BYTES, MIN_SHARDS
 from .buildcache import CACHE_DIR_HELP
 from .stages import JobSpec
 
-__all__ = ["DEFAULT_SHARD_BYTES", "DEFAULT_MIN_SHARDS", "TrajcorpusOptions", "pipeline_options",
+__all__ = ["DEFAULT_SHARD_BYTES", "DEFAULT_MIN_SHARDS", "TrajcorpusOptions", "default_workers",
+           "pipeline_options",
            "limit_malloc_arenas", "make_runner", "root_cause", "graph_names", "quiet_beam_logs"]
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
@@ -40,6 +41,13 @@ def _has_flag(args: Sequence[str], name: str) -> bool:
     return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
 
 
+def default_workers(units: int | None) -> int:
+    """Local worker processes (DirectRunner, the Dask runner's own cluster): one per core, but no
+    more than the job's units when they are known."""
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, units or cores))
+
+
 def pipeline_options(runner: str, beam_args: Sequence[str],
                      units: int | None = None) -> PipelineOptions:
     """Beam options for ``runner``. The DirectRunner defaults to one worker process per core,
@@ -48,14 +56,12 @@ def pipeline_options(runner: str, beam_args: Sequence[str],
     this process (``in_memory``). A flag the user gave always wins."""
     args = list(beam_args)
     if runner == "DirectRunner":
-        workers = os.cpu_count() or 1
-        if not _has_flag(args, "direct_num_workers"):
-            workers = max(1, min(workers, units or workers))
-            args.append(f"--direct_num_workers={workers}")
+        ours = not _has_flag(args, "direct_num_workers")  # the worker count is ours to choose
+        if ours:
+            args.append(f"--direct_num_workers={default_workers(units)}")
         if not _has_flag(args, "direct_running_mode"):
-            mode = "in_memory" if units is not None and workers == 1 and units <= 1 else \
-                "multi_processing"
-            args.append(f"--direct_running_mode={mode}")
+            one_unit = ours and units is not None and units <= 1
+            args.append(f"--direct_running_mode={'in_memory' if one_unit else 'multi_processing'}")
     elif runner == "DataflowRunner":
         args.append("--runner=DataflowRunner")
     elif runner != "DaskRunner":
