@@ -40,13 +40,14 @@ def est_bytes(bundle: Bundle) -> int:
     return sum(w[8] for e in bundle for w in e.windows)
 
 
-def make_request(spec: JobSpec, ref: WindowRef, candidates: dict
+def make_request(spec: JobSpec, e: EpisodeWindows, window: int, candidates: Mapping
                  ) -> tuple[str, tuple[str, str, float, bool]]:
-    """(prompt episode id, (sequence key, mode, start draw, is_self)) for a prompted window."""
-    cands = candidates.get((ref.task, ref.agent), [ref.episode_id])
-    c = prompts.choose_prompt(spec.seed, ref.episode_id, ref.window, cands,
+    """(prompt episode id, (sequence key, mode, start draw, is_self)) for window ``window`` of
+    episode ``e``, which wants a prompt."""
+    cands = candidates.get((e.task, e.agent), [e.episode_id])
+    c = prompts.choose_prompt(spec.seed, e.episode_id, window, cands,
                               spec.sequence.prompt_end_share)
-    return c.episode_id, (ref.key, c.mode, c.u, c.is_self)
+    return c.episode_id, (sequence_key(e.episode_id, window), c.mode, c.u, c.is_self)
 
 
 def prompt_requests(spec: JobSpec, bundle: Bundle, candidates: Mapping
@@ -55,11 +56,10 @@ def prompt_requests(spec: JobSpec, bundle: Bundle, candidates: Mapping
     request is (sequence key, mode, start draw, is_self) as :func:`make_request` makes."""
     out: dict[str, list] = defaultdict(list)
     for e in bundle:
-        if any(w[5] for w in e.windows):
-            for r in e.refs():
-                if r.wants_prompt:
-                    eid, request = make_request(spec, r, candidates)
-                    out[eid].append(request)
+        for w in e.windows:
+            if w[5]:  # wants_prompt (the tuple's layout: spec.EpisodeWindows)
+                eid, request = make_request(spec, e, w[0], candidates)
+                out[eid].append(request)
     for eid in sorted(out):
         yield eid, tuple(out[eid])
 
