@@ -124,3 +124,36 @@ def test_episodes_bad_input_is_one_line_exit_2(capsys, tmp_path):
     bad.write_bytes(b"not hdf5 at all")
     code, out, err = run(capsys, "episodes", "--kind", "d4rl", "--input", str(bad))
     assert code == 2 and str(bad) in err and err.count("\n") == 1
+
+
+_PARENT = """
+import sys
+from trajcorpus import cli, supervise
+def fake(argv, output, dataset, env):
+    heavy = sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'pyarrow', 'apache_beam',
+                                                               'fsspec', 'matplotlib'})
+    print(output, dataset, env, heavy, list(argv) == sys.argv[1:])
+    return 7
+supervise.supervise_run = fake
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.parametrize("argv, supervised", [
+    (["run", "--dataset", "demo-d4rl", "--output=o", "--bogus=1"], "o demo-d4rl"),
+    (["--debug", "run", "--output", "o", "--dataset=x"], "o x"),
+    (["run", "--dataset", "demo-d4rl"], None),  # no --output: the full parser says so, here
+    (["run", "--dataset", "demo-d4rl", "--output", "o", "--help"], None),
+    (["catalog", "list"], None),
+])
+def test_the_console_run_is_supervised_by_a_process_that_imports_no_pipeline(argv, supervised):
+    """The supervising process only relays the job's output (the child parses and checks
+    everything): it imports neither the pipelines nor Beam (they cost every run ~1 CPU s)."""
+    r = subprocess.run([sys.executable, "-c", _PARENT, *argv], capture_output=True, text=True,
+                       timeout=120)
+    if supervised:
+        assert r.returncode == 7, r.stderr
+        assert r.stdout.split() == [*supervised.split(), "TRAJCORPUS_RUN_CHILD", "[]", "True"]
+    else:
+        assert "TRAJCORPUS_RUN_CHILD" not in r.stdout
+        assert r.returncode in (0, 2), r.stderr

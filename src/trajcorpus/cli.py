@@ -274,6 +274,28 @@ def _run_flags(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
     return flags
 
 
+def _supervised_run(argv: Sequence[str]) -> tuple[str, str] | None:
+    """(output, dataset) of a ``run`` that names both; else None (the full parser reports what
+    is wrong, or prints the help, in this process).
+
+    Why: the supervising process only relays the child's output and says, on Ctrl-C, which
+    staging folder was left. The child parses and checks everything (and refuses bad options
+    before anything runs), so this process imports no more than argparse: building the full
+    parser here would import the pipelines, shards and Beam's option list (~1 CPU s a run).
+    """
+    words = [a for a in argv if not a.startswith("-")]
+    if not words or words[0] != "run" or {"-h", "--help"} & set(argv):
+        return None
+    lite = _Parser(add_help=False)
+    lite.add_argument("--output")
+    lite.add_argument("--dataset")
+    try:
+        known, _ = lite.parse_known_args(argv)
+    except TrajcorpusError:  # e.g. `--output` with no value: the full parser says so
+        return None
+    return (known.output, known.dataset) if known.output and known.dataset else None
+
+
 def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from .pipelines import run_job
 
@@ -340,7 +362,7 @@ def _own_options(parser: argparse.ArgumentParser, command: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``trajcorpus`` command. From the console (``argv`` None) ``run`` supervises the job in
-    a child process group (see :func:`_supervise_run`); called with ``argv`` it runs in-process."""
+    a child process group (see :func:`_supervised_run`); called with ``argv`` it runs in-process."""
     console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -351,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("gcsfs", "fsspec", "huggingface_hub"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
+        if console and os.environ.get(_CHILD_ENV) != "1" and (where := _supervised_run(argv)):
+            from .supervise import supervise_run
+
+            return supervise_run(argv, *where, _CHILD_ENV)
         parser = build_parser()
         # `run` passes the flags it does not own to Beam, once Beam is known to accept them
         args, extra = parser.parse_known_args(argv)
@@ -363,12 +389,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_episodes(args)
         if args.command == "run":
             _parse_options(args.option)
-            if console and os.environ.get(_CHILD_ENV) != "1":
-                # the child checks the Beam flags (and refuses before anything runs): importing
-                # Beam here too would cost every run ~2 CPU s for nothing
-                from .supervise import supervise_run
-
-                return supervise_run(argv, args.output, args.dataset, _CHILD_ENV)
             check_beam_args(extra, _own_options(parser, "run"))
             return _cmd_run(args, extra)
         if args.command == "verify":

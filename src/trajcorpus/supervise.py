@@ -21,8 +21,6 @@ def supervise_run(argv: Sequence[str], output: str, dataset: str, child_env: str
     worker tracebacks), and a reader that goes away (``| head``) only makes this process drop
     the rest of the output: the job itself never writes to a closed pipe, so it never hangs.
     """
-    from .pipelines.inputs import TMP_DIR
-
     env = {**os.environ, child_env: "1"}
     proc = subprocess.Popen([sys.executable, "-m", "trajcorpus", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -35,6 +33,8 @@ def supervise_run(argv: Sequence[str], output: str, dataset: str, child_env: str
         code = proc.wait()
     except KeyboardInterrupt:
         _stop_group(proc)
+        from .pipelines.inputs import TMP_DIR  # here: it imports the pipelines package
+
         staging = f"{output.rstrip('/')}/{TMP_DIR}/{dataset}"
         _say_line(f"trajcorpus: interrupted: the job was stopped; its staging folder {staging} "
                   f"was left and the next run of {dataset} into {output} cleans it")
