@@ -7,6 +7,7 @@ need no other Python; the real install is what `make demo` / `make test` do on a
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def test_demo_installs_runtime_dependencies_only_with_progress(tmp_path):
     proc = make("-n", "demo", f"PYTHON={sys.executable}", f"VENV={tmp_path / 'v'}")
     assert proc.returncode == 0, proc.stderr
     installs = [ln for ln in proc.stdout.splitlines() if "pip install" in ln]
-    assert any(ln.endswith("pip install --progress-bar on -e .") for ln in installs), installs
+    assert any(ln.endswith("pip install --no-compile --progress-bar on -e .") for ln in installs), \
+        installs
     assert not any("dev" in ln or "--quiet" in ln or " -q" in ln for ln in installs), installs
     assert "trajcorpus.pipelines.demo --output demo-out --overwrite" in proc.stdout
 
@@ -73,6 +75,19 @@ def test_demo_installs_runtime_dependencies_only_with_progress(tmp_path):
 def test_test_installs_the_dev_extra_and_torch_only_when_at_hand(tmp_path):
     proc = make("-n", "test", f"PYTHON={sys.executable}", f"VENV={tmp_path / 'v'}")
     assert proc.returncode == 0, proc.stderr
-    assert "pip install --progress-bar on -e '.[dev]'" in proc.stdout
-    assert "pip install --no-index --no-deps torch" in proc.stdout  # TORCH=auto: no download
+    assert "pip install --no-compile --progress-bar on -e '.[dev]'" in proc.stdout
+    assert "pip install --no-compile --progress-bar on --no-index --no-deps torch" in proc.stdout  # TORCH=auto: no download
     assert "ruff check src tests bench" in proc.stdout and "-m pytest -q" in proc.stdout
+
+
+def test_the_commands_write_bytecode_even_where_the_environment_forbids_it(tmp_path):
+    """pip compiles nothing (`--no-compile` above), so the demo and the tests must save what they
+    compile: otherwise each of the suite's processes compiles every module it imports again."""
+    venv = tmp_path / "venv"
+    py = tmp_path / "py"
+    py.write_text('#!/bin/sh\necho "3.11-${PYTHONDONTWRITEBYTECODE:-unset}"\n')
+    py.chmod(0o755)
+    proc = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "check-python",
+                           f"PYTHON={py}", f"VENV={venv}"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert "is Python 3.11-unset:" in proc.stderr, proc.stderr
