@@ -254,6 +254,50 @@ def test_returns_histogram_bars_have_edges_and_integer_axes_on_a_tiny_task():
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
+def _texts_inside_and_legends_off_the_axes(fig) -> None:
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.canvas.get_width_height()
+    drawn = fig.get_tightbbox(renderer)  # inches: everything drawn, texts included
+    assert drawn.x0 >= 0 and drawn.y0 >= 0, drawn
+    assert drawn.x1 <= width / fig.dpi and drawn.y1 <= height / fig.dpi, drawn
+    boxes = [a.get_window_extent(renderer) for a in fig.axes]
+    legends = [*fig.legends, *(a.get_legend() for a in fig.axes if a.get_legend())]
+    assert legends
+    for legend in legends:
+        assert not any(legend.get_window_extent(renderer).overlaps(b) for b in boxes)
+    for k, a in enumerate(fig.axes):  # the tick labels drawn stay out of the other axes
+        ticks = a.yaxis.get_tightbbox(renderer)
+        assert not any(ticks.overlaps(b) for i, b in enumerate(boxes) if i != k)
+
+
+@pytest.mark.parametrize("returns", [
+    [-123456.5, -2.0, 7.25e5, 1.0e6, 999999.0],  # wide tick labels on both axes
+    [0.0, 2.5, 5.0, 10.0, 12.5],
+])
+def test_returns_figure_keeps_its_labels_inside_and_legends_off_the_plots(returns):
+    """The card's figures are laid out by hand (cheaper than matplotlib's layout engine): the
+    margins are sized from the labels, so wide tick labels must still fit."""
+    fig = _returns_figure(returns, [False, False, True, True, False], threshold=0.5, window=2,
+                          start=2)
+    _texts_inside_and_legends_off_the_axes(fig)
+
+
+def test_token_mix_figure_keeps_long_task_names_inside():
+    from trajcorpus.cards.inputs import TaskAudit
+    from trajcorpus.cards.plots import token_mix_png
+
+    audits = {}
+    for k, name in enumerate(["Pong", "dmc_jaco_stack_2_bricks_vision_with_a_very_long_name_x",
+                              "W" * 60]):
+        audits[name] = TaskAudit(task=name, read=1, rejected=0, filtered=0, kept=1,
+                                 episodes_total=1, window=None, best_window_start=None,
+                                 expert_return=None, threshold=None, sequences=1,
+                                 prompted_sequences=0,
+                                 tokens={"pad": 10 + k, "image": 50, "action": 40})
+    _texts_inside_and_legends_off_the_axes(token_mix_png.draw("cfg", audits))
+
+
 @needs_torch
 def test_torch_dataset_refuses_a_path_when_built_not_when_iterated():
     from trajcorpus.errors import ShardError
