@@ -105,3 +105,22 @@ def test_no_checkpoints(root):
         runs(root / "empty")
     assert str(err.value) == (f"{root}/empty: no DQN replay checkpoints found (expected GAME/RUN/"
                               "replay_logs/$store$_observation_ckpt.N.gz and its siblings)")
+
+
+@pytest.mark.parametrize("run", ["RX", "r "])
+def test_a_run_folder_named_with_a_trailing_x_or_blank(tmp_path, run):
+    touch_run(tmp_path, "PongX", run, (0,))
+    assert runs(tmp_path / "PongX" / run) == [
+        ("PongX", run, f"{tmp_path}/PongX/{run}/replay_logs", 0)]
+    assert not DqnReplaySource.is_single_dataset(f"{tmp_path}/PongX/{run}/replay_logsX")
+
+
+@pytest.mark.parametrize("logs", ["X", " "])
+def test_a_folder_of_checkpoint_files_named_x_or_blank(tmp_path, logs):
+    """A folder holding the checkpoint files, whatever its name: GAME and RUN are the two
+    folders above it."""
+    folder = tmp_path / "Pong" / "7" / logs
+    folder.mkdir(parents=True)
+    for name in ("$store$_observation", "$store$_action", "add_count"):
+        (folder / f"{name}_ckpt.0.gz").write_bytes(b"")
+    assert runs(folder) == [("Pong", "7", str(folder), 0)]
