@@ -264,7 +264,7 @@ def test_a_terminal_flag_of_2(tmp_path, rng):
     run, logs, _, _ = sim(tmp_path, rng, [10, 20, 30, 5])
     terminal = load(logs, "terminal", 1)
     assert terminal[15] == 1  # the end of the episode at adds 16..35
-    terminal[17], terminal[18] = 2, 3
+    terminal[17] = terminal[18] = 2
     store(logs, "terminal", 1, terminal)
     assert read_error(run, 1) == f"{logs}/$store$_terminal_ckpt.1.gz [slot 17]: terminal flag 2 " \
         "is not 0/1"
