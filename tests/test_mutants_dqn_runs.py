@@ -307,22 +307,28 @@ def test_padding_that_is_not_zero(tmp_path, rng, slot, suffix):
         "zero transitions before every episode) but holds action 5, reward 0.0, terminal 0")
 
 
-def test_a_padding_frame_that_is_not_zero(tmp_path, rng):
-    """Checkpoint 1 (slots 19, 0..18): padding at slots 3-5 and 9-11 (before the episodes at 6
-    and 12); slot 10's frame is not zero: the unit fails there, after the episode ending at 8."""
-    run, logs, _, _ = sim(tmp_path, rng, [14, 3, 3, 3, 30])  # in checkpoint 1: ends 2, 8, 14
+@pytest.mark.parametrize("lengths, slot, before", [
+    ([14, 3, 3, 3, 30], 10, ["G/1/ckpt1/0", "G/1/ckpt1/6"]),  # padding at slots 3-5, 9-11
+    ([14, 3, 1, 3, 30], 5, ["G/1/ckpt1/0"]),  # padding at 3-5, a one-step episode at 6, 7-9
+])
+def test_a_padding_frame_that_is_not_zero(tmp_path, rng, lengths, slot, before):
+    """Checkpoint 1 (slots 19, 0..18) starts with the episode at slots 0-2: a padding frame that
+    is not zero fails the unit as soon as its run of padding slots is read, so only the episodes
+    that end before that run's end come out."""
+    run, logs, _, _ = sim(tmp_path, rng, lengths)
     frames = load(logs, "observation", 1)
-    assert not frames[[3, 4, 5, 9, 10, 11]].any()
-    frames[10, 1, 2] = 9
+    assert not frames[[3, 4, 5]].any()
+    frames[slot, 1, 2] = 9
     store(logs, "observation", 1, frames)
     src = source(run)
     got = []
     with pytest.raises(SourceError) as err:
         for item in src.read_unit(next(u for u in src.units() if u.param("suffix") == 1)):
             got.append(item.episode_id)
-    assert str(err.value) == (f"{logs}/$store$_observation_ckpt.1.gz [slot 10]: padding frame is "
-                              "not all zero (Dopamine's padding transitions have zero frames)")
-    assert got == ["G/1/ckpt1/0", "G/1/ckpt1/6"]
+    assert str(err.value) == (f"{logs}/$store$_observation_ckpt.1.gz [slot {slot}]: padding "
+                              "frame is not all zero (Dopamine's padding transitions have zero "
+                              "frames)")
+    assert got == before
 
 
 def test_the_first_checkpoint_present_has_no_terminal(tmp_path, rng):
