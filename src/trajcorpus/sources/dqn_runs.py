@@ -298,7 +298,7 @@ class Run:
         reason = f"{gap} add(s) between checkpoint {p} and {suffix} are in no checkpoint"
         if lay.note:
             reason += f" ({lay.note})"
-        raise _Break(p if q >= PADDING else suffix, reason)
+        raise _Break(p if q > PADDING else suffix, reason)
 
     def slots_after(self, suffix: int) -> int:
         """Slots since the last terminal at the end of this checkpoint."""
@@ -327,7 +327,7 @@ class Run:
                         f"{suffix} continue an episode whose start is not in the data ({b.reason})",
                         task=self.task)
         self.check_invalid_range(ck)
-        if q is None or q >= PADDING:  # the head continues an episode from before (or orphan)
+        if q is None or q > PADDING:  # the head continues an episode from before (or orphan)
             cut = int(terminals[0]) + 1 if len(terminals) else n
             first = cut + PADDING
         else:
