@@ -27,6 +27,7 @@ from test_source_minari_layouts import (
 from trajcorpus.errors import SourceError
 from trajcorpus.sources import open_source
 from trajcorpus.sources.minari import minari_references
+from trajcorpus.sources.minari_spaces import leaf_kind
 
 
 def _units(uri, **options):
@@ -95,16 +96,16 @@ def _tree(root: Path, rel: str, n: int = 2, **meta) -> Path:
 
 def test_discovery_walks_five_levels_sorted_and_never_inside_a_dataset(tmp_path):
     root = tmp_path / "root"
-    _tree(root, "b/ds-v0", 2, dataset_id="b/ds-v0")
+    _tree(root, "bX/ds-v0", 2, dataset_id="b/ds-v0")
     _tree(root, "a/1/2/3/ds-v0", 3, dataset_id="deep5")  # data/ five levels below the root
     _tree(root, "a/1/2/3/4/ds-v0", 4, dataset_id="deep6")  # six: not searched
     inner = _tree(root, "c/ds-v0", 5, dataset_id="outer")
     _tree(inner / "data", "nested-v0", 6, dataset_id="inside-data")  # under data/: not a dataset
     _tree(inner, "x/nested-v0", 7, dataset_id="beside-data")  # beside data/: not searched
-    (root / "b/file.txt").write_text("a file, not a folder")
+    (root / "bX/file.txt").write_text("a file, not a folder")
     units = _units(root)
     assert [(u.param("dataset_dir"), u.param("agent")) for u in units] == [
-        (str(root / "a/1/2/3/ds-v0"), "deep5"), (str(root / "b/ds-v0"), "b/ds-v0"),
+        (str(root / "a/1/2/3/ds-v0"), "deep5"), (str(root / "bX/ds-v0"), "b/ds-v0"),
         (str(root / "c/ds-v0"), "outer")]
     assert [e.length for e in read(root)] == [3, 2, 5]
     assert [u.param("agent") for u in _units(root / "a")] == ["deep6", "deep5"]
@@ -185,3 +186,106 @@ def test_reference_scores_per_task_from_the_first_dataset_id_that_has_both(tmp_p
     assert minari_references(units) == {"Toy-v1": {
         "random": -3.0, "expert": 7.5, "expert_kind": "expert",
         "source": "Minari dataset metadata ref_min_score/ref_max_score (z/expert-v0)"}}
+
+
+# -- the metadata: names, spaces, env_spec ---------------------------------------------------------
+def _with_meta(tmp_path: Path, **changes) -> Path:
+    folder = tmp_path / "ds"
+    _write_h5(folder, {0: _h5_episode(3)})
+    path = folder / "data/metadata.json"
+    doc = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is _DROP:
+            del doc[key]
+        else:
+            doc[key] = value
+    path.write_text(json.dumps(doc))
+    return folder
+
+
+_DROP = object()
+_TEMPLATE = "{task}|{agent}|{dataset_id}|{env_id}"
+
+
+def _names(folder: Path) -> tuple[str, str]:
+    src = open_source("minari", str(folder), task_template=_TEMPLATE, agent_template=_TEMPLATE)
+    (e,) = src.episodes()
+    return e.task, e.agent
+
+
+@pytest.mark.parametrize(("env_spec", "env_id"), [
+    (json.dumps({"id": "Toy-v1", "entry_point": "x:y"}), "Toy-v1"),
+    ({"id": "Obj-v2"}, "Obj-v2"),  # an object instead of a JSON string
+    (json.dumps({"entry_point": "x:y"}), ""), ("null", ""), ("", ""), (None, ""),
+])
+def test_names_and_template_fields_from_env_spec_and_dataset_id(tmp_path, env_spec, env_id):
+    folder = _with_meta(tmp_path, env_spec=env_spec)
+    task = env_id or "t/ds-v0"
+    assert _names(folder) == (f"{task}|t/ds-v0|t/ds-v0|{env_id}",) * 2
+
+
+def test_a_dataset_without_its_id_is_named_by_its_folder(tmp_path):
+    folder = _with_meta(tmp_path, dataset_id=_DROP)
+    assert _names(folder) == (f"{folder}|{folder}|{folder}|",) * 2
+    (e,) = open_source("minari", str(folder)).episodes()
+    assert e.episode_id == f"{folder}/episode_0"
+
+
+def test_spaces_given_as_objects_and_bad_spaces_name_their_field(tmp_path):
+    folder = _with_meta(tmp_path, observation_space=POS_SPACE, action_space=BOX_ACT)
+    (e,) = open_source("minari", str(folder)).episodes()
+    assert e.observation_kinds == {"pos": "continuous", "mission": "text"}
+    cases = [
+        ({"action_space": None}, "[action_space]: missing field"),
+        ({"observation_space": '{"dtype": "float32"}'},
+         "[observation_space.type]: Field required (got dict)"),
+        ({"action_space": json.dumps({"type": "Tuple", "subspaces": [BOX_ACT]})},
+         "[action_space]: Tuple action spaces are not supported"),
+        ({"action_space": json.dumps({"type": "Box", "dtype": "float32"})},
+         "[action_space]: a Box space needs dtype and shape"),
+        ({"observation_space": json.dumps({"type": "Dict"})},
+         "[observation_space/action_space]: malformed space description: KeyError: "
+         "'subspaces'"),
+    ]
+    for change, message in cases:
+        folder = _with_meta(tmp_path / str(len(message)), **change)
+        path = folder / "data/metadata.json"
+        assert _error(folder) == f"{path} {message}", change
+
+
+@pytest.mark.parametrize(("space", "kind"), [
+    ({"type": "Text"}, "text"), ({"type": "Discrete"}, "discrete"),
+    ({"type": "Box", "dtype": "uint8", "shape": [4, 5]}, "image"),
+    ({"type": "Box", "dtype": "uint8", "shape": [4, 5, 1]}, "image"),
+    ({"type": "Box", "dtype": "uint8", "shape": [4, 5, 3]}, "image"),
+    ({"type": "Box", "dtype": "uint8", "shape": [4, 5, 4]}, "image"),
+    ({"type": "Box", "dtype": "uint8", "shape": [4, 5, 2]}, "discrete"),
+    ({"type": "Box", "dtype": "uint8", "shape": [4, 5, 3, 1]}, "discrete"),
+    ({"type": "Box", "dtype": "uint8", "shape": [20]}, "discrete"),
+    ({"type": "Box", "dtype": "int8", "shape": [4, 5]}, "discrete"),
+    ({"type": "Box", "dtype": "bool", "shape": [2]}, "discrete"),
+    ({"type": "Box", "dtype": "uint16", "shape": [4, 5, 3]}, "discrete"),
+    ({"type": "Box", "dtype": "float32", "shape": [4, 5, 3]}, "continuous"),
+    ({"type": "Box", "dtype": "float64", "shape": []}, "continuous"),
+])
+def test_leaf_kind_of_each_space(space, kind):
+    assert leaf_kind(space, "here") == kind
+
+
+@pytest.mark.parametrize(("space", "reason"), [
+    ({"type": "Box", "shape": [2]}, "a Box space needs dtype and shape"),
+    ({"type": "Box", "dtype": "float32"}, "a Box space needs dtype and shape"),
+    ({"type": "Box", "dtype": "complex64", "shape": [2]},
+     'unsupported space {"type": "Box", "dtype": "complex64", "shape": [2]}'),
+    ({"type": "MultiBinary", "n": 3}, 'unsupported space {"type": "MultiBinary", "n": 3}'),
+    ({"type": "Graph", "pad": "x" * 300},
+     'unsupported space ' + json.dumps({"type": "Graph", "pad": "x" * 300})[:200]),
+    ({"type": "Box", "dtype": "float64", "shape": [1 << 20, 1 << 20]},
+     "declared shape [1048576, 1048576] of 8-byte values needs 8796093022208 bytes"),
+])
+def test_leaf_kind_refusals_name_the_space(space, reason):
+    with pytest.raises(SourceError) as e:
+        leaf_kind(space, "here")
+    assert str(e.value).startswith(f"here{' [shape]' if 'declared' in reason else ''}: {reason}")
+    if "declared" not in reason:
+        assert str(e.value) == f"here: {reason}"
