@@ -215,3 +215,35 @@ def test_a_record_with_several_undeclared_or_missing_keys_names_them_all(tmp_pat
     (bad,) = read(folder)
     assert bad.reason == (f"{shard(folder)} @ offset 0 [steps/zz]: feature not declared in "
                           "features.json")
+
+
+def test_one_missing_key_and_two_undeclared_keys(tmp_path):
+    rec = simple(2)
+    del rec["steps/observation"]
+    folder = write_rlds(tmp_path / "a", features_json(SIMPLE), {"train": [[rec]]})
+    (bad,) = read(folder)
+    assert bad.reason == (f"{shard(folder)} @ offset 0 [steps/observation]: declared in "
+                          "features.json but missing from the record")
+    folder = write_rlds(tmp_path / "b", features_json(SIMPLE),
+                        {"train": [[simple(2, **{"steps/b": [1, 2], "steps/a": [3, 4]})]]})
+    (bad,) = read(folder)
+    assert bad.reason == (f"{shard(folder)} @ offset 0 [steps/a]: feature not declared in "
+                          "features.json (and 1 more: ['steps/b'])")
+
+
+def test_an_episode_failing_validation_is_rejected_at_its_record(tmp_path):
+    records = [simple(2), simple(3, **{"steps/reward": [1.0, float("nan"), 0.5]})]
+    folder = write_rlds(tmp_path / "toy", features_json(SIMPLE), {"train": [records]})
+    first = _record_lengths(shard(folder))[0]
+    good, bad = read(folder)
+    assert isinstance(good, Episode) and good.length == 2
+    assert (bad.location, bad.kind, bad.task) == (
+        f"{shard(folder)} @ offset {16 + first} (record 1)", "episode", "toy")
+    assert "non-finite" in bad.reason and "rewards" in bad.reason
+
+
+def test_the_task_template_sees_the_dataset_name_as_agent(tmp_path):
+    folder = write_rlds(tmp_path / "toy", features_json(SIMPLE), {"train": [[simple(2)]]})
+    src = open_source("rlds", str(folder), task_template="{agent}/{task}")
+    (unit,) = src.units()
+    assert unit.param("task") == "toy/toy"
