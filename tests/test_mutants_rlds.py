@@ -247,3 +247,19 @@ def test_the_task_template_sees_the_dataset_name_as_agent(tmp_path):
     src = open_source("rlds", str(folder), task_template="{agent}/{task}")
     (unit,) = src.units()
     assert unit.param("task") == "toy/toy"
+
+
+def test_a_missing_or_oversized_dataset_info_names_the_file(tmp_path):
+    folder = write_rlds(tmp_path / "toy", features_json(SIMPLE), {"train": [[simple(2)]]})
+    info = folder / "dataset_info.json"
+    info.unlink()
+    with pytest.raises(SourceError) as e:
+        open_source("rlds", str(folder)).units()
+    assert str(e.value) == (
+        f"{info}: missing dataset_info.json: an RLDS/TFDS dataset folder needs dataset_info.json "
+        "(name, splits, shards) (point the input at the version folder, e.g. .../name/1.0.0)")
+    with info.open("wb") as f:  # sparse: 64 MiB + 1 without writing them
+        f.truncate(64 * 1024 * 1024 + 1)
+    with pytest.raises(SourceError) as e:
+        open_source("rlds", str(folder)).units()
+    assert str(e.value) == f"{info}: larger than the limit of 67108864 bytes for dataset_info.json"
