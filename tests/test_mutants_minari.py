@@ -90,6 +90,7 @@ def _tree(root: Path, rel: str, n: int = 2, **meta) -> Path:
         path = folder / "data/metadata.json"
         doc = json.loads(path.read_text())
         doc.update(meta)
+        doc = {k: v for k, v in doc.items() if v is not _DROP}
         path.write_text(json.dumps(doc))
     return folder
 
@@ -170,6 +171,8 @@ def test_reference_scores_per_task_from_the_first_dataset_id_that_has_both(tmp_p
     _tree(root, "c/z-v0", dataset_id="a/simple-v0", env_spec=spec, ref_min_score=0)  # one end
     _tree(root, "d/w-v0", dataset_id="b/other-v0", ref_min_score="low", ref_max_score=1)
     _tree(root, "e/v-v0", dataset_id="c/alone-v0", ref_min_score=0.5, ref_max_score=4)
+    _tree(root, "f/u-v0", dataset_id="x/copy-v0", env_spec=spec, ref_min_score=0,
+          ref_max_score=1)
     units = _units(root)
     refs = {"Toy-v1": {"random": 1.25, "expert": 2.0, "expert_kind": "expert",
                        "source": "Minari dataset metadata ref_min_score/ref_max_score "
@@ -181,11 +184,29 @@ def test_reference_scores_per_task_from_the_first_dataset_id_that_has_both(tmp_p
     assert type(open_source("minari", str(root))).own_references(units) == refs
     assert all(type(v) is float for r in minari_references(units).values()
                for v in (r["random"], r["expert"]))
-    (root / "e/v-v0/data/metadata.json").write_text("{not json")
+    (root / "a/x-v0/data/metadata.json").write_text("{not json")  # unreadable: passed over
     (root / "b/y-v0/data/metadata.json").unlink()
     assert minari_references(units) == {"Toy-v1": {
-        "random": -3.0, "expert": 7.5, "expert_kind": "expert",
-        "source": "Minari dataset metadata ref_min_score/ref_max_score (z/expert-v0)"}}
+        "random": 0.0, "expert": 1.0, "expert_kind": "expert",
+        "source": "Minari dataset metadata ref_min_score/ref_max_score (x/copy-v0)"},
+        "c/alone-v0": refs["c/alone-v0"]}
+
+
+def test_references_of_a_dataset_copied_twice_or_without_its_id(tmp_path):
+    root = tmp_path / "root"
+    spec = json.dumps({"id": "Toy-v1"})
+    _tree(root, "a/copy-v0", dataset_id="f/copy-v0", env_spec=spec, ref_min_score=0,
+          ref_max_score=1)
+    _tree(root, "b/copy-v0", dataset_id="f/copy-v0", env_spec=spec, ref_min_score=0,
+          ref_max_score=1)
+    assert minari_references(_units(root)) == {"Toy-v1": {
+        "random": 0.0, "expert": 1.0, "expert_kind": "expert",
+        "source": "Minari dataset metadata ref_min_score/ref_max_score (f/copy-v0)"}}
+    folder = _tree(tmp_path / "other", "no-id-v0", env_spec=spec, ref_min_score=2,
+                   ref_max_score=3, dataset_id=_DROP)
+    assert minari_references(_units(folder)) == {"Toy-v1": {
+        "random": 2.0, "expert": 3.0, "expert_kind": "expert",
+        "source": f"Minari dataset metadata ref_min_score/ref_max_score ({folder})"}}
 
 
 # -- the metadata: names, spaces, env_spec ---------------------------------------------------------
@@ -237,6 +258,8 @@ def test_spaces_given_as_objects_and_bad_spaces_name_their_field(tmp_path):
     assert e.observation_kinds == {"pos": "continuous", "mission": "text"}
     cases = [
         ({"action_space": None}, "[action_space]: missing field"),
+        ({"observation_space": '{"type": '}, "[observation_space]: not a JSON space "
+         "description: Expecting value (line 1, column 10)"),
         ({"observation_space": '{"dtype": "float32"}'},
          "[observation_space.type]: Field required (got dict)"),
         ({"action_space": json.dumps({"type": "Tuple", "subspaces": [BOX_ACT]})},
