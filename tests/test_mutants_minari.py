@@ -312,3 +312,19 @@ def test_leaf_kind_refusals_name_the_space(space, reason):
     assert str(e.value).startswith(f"here{' [shape]' if 'declared' in reason else ''}: {reason}")
     if "declared" not in reason:
         assert str(e.value) == f"here: {reason}"
+
+
+def test_a_dataset_without_its_id_picked_with_a_trailing_slash(tmp_path):
+    folder = _tree(tmp_path / "root", "dsX", dataset_id=_DROP)
+    (unit,) = _units(tmp_path / "root", datasets=["dsX/"])
+    assert unit.param("agent") == str(folder)
+    (e,) = read(tmp_path / "root", datasets=["dsX/"])
+    assert (e.agent, e.episode_id) == (str(folder), f"{folder}/episode_0")
+
+
+def test_an_oversized_metadata_file_names_itself(tmp_path):
+    folder = _tree(tmp_path, "ds-v0")
+    meta = folder / "data/metadata.json"
+    with meta.open("wb") as f:  # sparse: 64 MiB + 1 without writing them
+        f.truncate(64 * 1024 * 1024 + 1)
+    assert _error(folder) == f"{meta}: larger than the limit of 67108864 bytes for Minari metadata"
