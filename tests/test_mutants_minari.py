@@ -198,7 +198,7 @@ def test_references_of_a_dataset_copied_twice_or_without_its_id(tmp_path):
     _tree(root, "a/copy-v0", dataset_id="f/copy-v0", env_spec=spec, ref_min_score=0,
           ref_max_score=1)
     _tree(root, "b/copy-v0", dataset_id="f/copy-v0", env_spec=spec, ref_min_score=0,
-          ref_max_score=1)
+          ref_max_score=2)  # an edited copy: the first folder's is kept
     assert minari_references(_units(root)) == {"Toy-v1": {
         "random": 0.0, "expert": 1.0, "expert_kind": "expert",
         "source": "Minari dataset metadata ref_min_score/ref_max_score (f/copy-v0)"}}
