@@ -263,3 +263,56 @@ def test_a_missing_or_oversized_dataset_info_names_the_file(tmp_path):
     with pytest.raises(SourceError) as e:
         open_source("rlds", str(folder)).units()
     assert str(e.value) == f"{info}: larger than the limit of 67108864 bytes for dataset_info.json"
+
+
+def _spec_error(folder) -> str:
+    with pytest.raises(SourceError) as e:
+        open_source("rlds", str(folder)).units()
+    return str(e.value)
+
+
+def test_a_feature_tree_that_cannot_make_episodes_names_the_key(tmp_path):
+    for n, (steps, key, reason) in enumerate([
+        ({k: v for k, v in SIMPLE.items() if k != "reward"}, "steps/reward",
+         "RLDS episodes need this step feature"),
+        ({k: v for k, v in SIMPLE.items() if k != "observation"}, "steps/observation",
+         "RLDS episodes need step observations"),
+    ]):
+        feats = features_json(steps)
+        folder = write_rlds(tmp_path / str(n), feats, {"train": [[simple(2)]]})
+        assert _spec_error(folder) == f"{folder}/features.json [{key}]: {reason}"
+    feats["featuresDict"]["features"]["steps/extra"] = SIMPLE["reward"]  # outside the sequence
+    feats["featuresDict"]["features"]["steps"]["sequence"]["feature"]["featuresDict"][
+        "features"]["observation"] = SIMPLE["observation"]
+    (folder / "features.json").write_text(json.dumps(feats))
+    assert _spec_error(folder) == (
+        f"{folder}/features.json [steps/extra]: a step feature must be inside the steps "
+        "sequence (one value per step)")
+    (folder / "features.json").unlink()
+    assert _spec_error(folder) == (
+        f"{folder}/features.json: missing features.json: an RLDS/TFDS dataset folder needs "
+        "features.json (the feature tree that says how to decode each key) (point the input at "
+        "the version folder, e.g. .../name/1.0.0)")
+
+
+def test_a_shard_name_template_that_leaves_the_folder_is_refused(tmp_path):
+    folder = write_rlds(tmp_path / "toy", features_json(SIMPLE), {"train": [[simple(2)]]})
+    info = json.loads((folder / "dataset_info.json").read_text())
+    for template in ("../{SPLIT}-{SHARD_INDEX}", "sub/{SPLIT}-{SHARD_INDEX}"):
+        info["splits"][0]["filepathTemplate"] = template
+        (folder / "dataset_info.json").write_text(json.dumps(info))
+        name = template.replace("{SPLIT}", "train").replace("{SHARD_INDEX}", "00000")
+        assert _spec_error(folder) == (
+            f"{folder}/dataset_info.json [splits.filepathTemplate]: shard file name {name!r} "
+            "from filepathTemplate is not a plain file name")
+
+
+def test_an_unknown_split_lists_the_ones_there_are(tmp_path):
+    folder = write_rlds(tmp_path / "toy", features_json(SIMPLE),
+                        {"train": [[simple(2)]], "val": [[simple(3)]]})
+    with pytest.raises(SourceError) as e:
+        open_source("rlds", str(folder), options={"split": ["val", "test"]}).units()
+    assert str(e.value) == (f"{folder}/dataset_info.json [split]: no split 'test' (has: "
+                            "['train', 'val'])")
+    eps = read(folder, split=["val"])
+    assert [(e.order, e.length, e.source["split"]) for e in eps] == [((0, 0), 3, "val")]
