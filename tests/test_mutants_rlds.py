@@ -316,3 +316,14 @@ def test_an_unknown_split_lists_the_ones_there_are(tmp_path):
                             "['train', 'val'])")
     eps = read(folder, split=["val"])
     assert [(e.order, e.length, e.source["split"]) for e in eps] == [((0, 0), 3, "val")]
+
+
+def test_a_dataset_without_a_version_gives_an_empty_version_field(tmp_path):
+    folder = write_rlds(tmp_path / "toy", features_json(SIMPLE), {"train": [[simple(2)]]})
+    info = json.loads((folder / "dataset_info.json").read_text())
+    del info["version"]
+    (folder / "dataset_info.json").write_text(json.dumps(info))
+    src = open_source("rlds", str(folder), task_template="{task}-{version}-{split}",
+                      agent_template="v{version}")
+    (e,) = src.episodes()
+    assert (e.task, e.agent) == ("toy--train", "v")
