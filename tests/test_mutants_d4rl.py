@@ -232,6 +232,35 @@ def test_a_bad_flag_found_while_scanning_past_the_unit_names_file_and_row(tmp_pa
     assert str(e.value) == f"{uri} [timeouts]: flag value 0.5 at row 26 is not 0 or 1"
 
 
+def _corrupt_chunk(uri: str, key: str, chunk: int) -> None:
+    """Overwrite one compressed chunk of ``key``: h5py then fails to read the rows in it."""
+    with h5py.File(uri, "r") as f:
+        info = f[key].id.get_chunk_info(chunk)
+    with open(uri, "r+b") as out:
+        out.seek(info.byte_offset)
+        out.write(b"\xff" * info.size)
+
+
+@pytest.mark.parametrize("key, chunk, unit", [
+    ("observations", 3, 1),  # rows 12-15: read for the episodes of unit 8-16 (rows 9-21)
+    ("terminals", 4, 2),  # rows 16-19: the flags of unit 16-24 itself
+    ("terminals", 3, 2),  # rows 12-15: of them unit 16-24 reads only row 15, the one before it
+])
+def test_an_unreadable_chunk_is_one_error_naming_file_and_key(tmp_path, key, chunk, unit):
+    data = arrays()
+    uri = str(tmp_path / "c.hdf5")
+    with h5py.File(uri, "w") as f:
+        for k, v in data.items():
+            f.create_dataset(k, data=v, chunks=(4, *v.shape[1:]), compression="gzip")
+        f.create_dataset("metadata/algorithm", data=b"BC")
+    _corrupt_chunk(uri, key, chunk)
+    src = open_source("d4rl", uri, options={"rows_per_unit": 8})
+    with pytest.raises(SourceError) as e:
+        list(src.read_unit(src.units()[unit]))
+    assert str(e.value).startswith(f"{uri} [{key}]: cannot read: ")
+    assert "\n" not in str(e.value)
+
+
 # -- planning: names, algorithm, files -------------------------------------------------------------
 
 @pytest.mark.parametrize("algorithm, agent", [
