@@ -319,6 +319,29 @@ def test_a_folder_reads_h5_and_hdf5_files_in_name_order(tmp_path):
           agent="BC")
 
 
+def test_a_bare_file_name_in_the_working_folder(tmp_path, monkeypatch):
+    data = arrays([(2, "terminal"), (1, "timeout")])
+    write(tmp_path / "w.v1.hdf5", data)
+    monkeypatch.chdir(tmp_path)
+    src = open_source("d4rl", "w.v1.hdf5")
+    assert [u.key for u in src.units()] == ["w.v1/rows 0-3"]
+    check(list(src.read()), expected([(2, "terminal"), (1, "timeout")], data, "w.v1", "w.v1.hdf5"),
+          task="w.v1", agent="BC")
+
+
+def test_a_folder_without_hdf5_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a D4RL file")
+    with pytest.raises(SourceError) as e:
+        open_source("d4rl", str(tmp_path)).units()
+    assert str(e.value) == (f"{tmp_path}: no .hdf5 file found (expected a D4RL file or a folder "
+                            "of them)")
+    # a file named as a D4RL file is opened as one, even when it is absent
+    for name in ("absent.h5", "absent.hdf5"):
+        with pytest.raises(SourceError) as e:
+            open_source("d4rl", str(tmp_path / name)).units()
+        assert str(e.value) == f"{tmp_path / name}: file not found"
+
+
 def test_an_empty_file_has_no_units(tmp_path):
     data = {k: v[:0] for k, v in arrays().items()}
     uri = write(tmp_path / "empty.hdf5", data)
@@ -350,6 +373,16 @@ def test_row_count_comes_from_rewards_first(tmp_path):
     data = arrays()
     data["rewards"] = np.float32(1.0)  # a scalar: the rows are counted from observations
     assert _refused(tmp_path, data) == " [rewards]: expected an array over steps"
+    # without rewards the rows are counted from observations, then from actions
+    data = arrays()
+    del data["rewards"]
+    data["observations"] = data["observations"][:27]
+    uri = write(tmp_path / "rows.hdf5", data)
+    assert [u.key for u in open_source("d4rl", uri).units()] == ["rows/rows 0-27"]
+    del data["observations"]
+    data["actions"] = data["actions"][:26]
+    uri = write(tmp_path / "rows.hdf5", data)
+    assert [u.key for u in open_source("d4rl", uri).units()] == ["rows/rows 0-26"]
     data = arrays()
     for key in ("rewards", "observations", "actions"):
         del data[key]
@@ -396,6 +429,7 @@ def test_a_timeouts_group_is_not_an_array(tmp_path):
 def test_read_dataset_bounds_the_selection_not_the_dataset(tmp_path):
     with h5py.File(tmp_path / "d.h5", "w") as f:
         f.create_dataset("g/x", data=np.arange(100, dtype=np.float64).reshape(50, 2))
+        f.create_group("X g ")  # names are taken as written: only the slashes are separators
         f.create_dataset("s", data=np.float64(7))
     with h5py.File(tmp_path / "d.h5", "r") as f:
         got = read_dataset("u", f["g"], "x", np.s_[10:20], limit=160)
@@ -413,6 +447,9 @@ def test_read_dataset_bounds_the_selection_not_the_dataset(tmp_path):
         with pytest.raises(SourceError) as e:
             read_dataset("u", f["g"], "y")
         assert str(e.value) == "u [g/y]: missing dataset"
+        with pytest.raises(SourceError) as e:
+            read_dataset("u", f["X g "], "y X")
+        assert str(e.value) == "u [X g /y X]: missing dataset"
         with pytest.raises(SourceError) as e:
             read_dataset("u", f, "g")
         assert str(e.value) == "u [g]: expected a dataset, found a Group"
