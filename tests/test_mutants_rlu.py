@@ -58,6 +58,10 @@ def write(path: Path, records: list[bytes], compress: bool = True) -> str:
     return str(path)
 
 
+def return64(rewards: np.ndarray) -> float:
+    return math.fsum(rewards.astype(np.float64).tolist())
+
+
 def make_episode(seed: int, length: int, terminal: bool, loop: bool = False) -> dict:
     """Frames that differ from step to step (and from the zero frame), unless ``loop``: then
     steps 2..6 show one frame and take one action, so two (stack, action) nodes recur."""
@@ -67,19 +71,18 @@ def make_episode(seed: int, length: int, terminal: bool, loop: bool = False) -> 
     if loop:
         frames[2:7] = frames[2]
         actions[3:7] = actions[3]
-    # 1.0 then tiny rewards: a float32 sum of them is 1.0, the float64 sum is not
+    # 1.0, tiny rewards, -0.5 last: a float32 sum drops tiny terms, the float64 sum does not
     rewards = np.full(length, 2.0 ** -24, np.float32)
     rewards[0] = 1.0
-    rewards[1:2] = -0.5
+    if length > 1:
+        rewards[-1] = -0.5
+    if length > 2:
+        assert float(rewards.sum(dtype=np.float32)) != return64(rewards)
     discounts = np.ones(length, np.float32)
     if terminal:
         discounts[-1] = 0.0
     return {"frames": frames, "actions": actions, "rewards": rewards, "discounts": discounts,
             "terminal": terminal}
-
-
-def return64(rewards: np.ndarray) -> float:
-    return math.fsum(rewards.astype(np.float64).tolist())
 
 
 # -- the episode layout ----------------------------------------------------------------------------
@@ -148,8 +151,8 @@ def test_episode_layout_reads_every_field(tmp_path):
 def test_episode_layout_templates_see_game_and_run(tmp_path):
     root = episode_file(tmp_path)
     items = list(open_source("rlu-atari", root, task_template="{game}/{run}/{task}",
-                             agent_template="{agent}-{run}-{game}").read())
-    assert {(e.task, e.agent) for e in items} == {("Pong/7/Pong", "7-7-Pong")}
+                             agent_template="{agent}-{run}-{game}-{task}").read())
+    assert {(e.task, e.agent) for e in items} == {("Pong/7/Pong", "7-7-Pong-Pong")}
 
 
 def test_reward_key_option_and_clipped_only_files(tmp_path):
@@ -176,6 +179,12 @@ def test_reward_key_option_and_clipped_only_files(tmp_path):
     ({"actions": np.zeros(9, np.float32)}, " [actions]: expected a int64_list, got a float32 list"),
     ({"actions": [b"x"]}, " [actions]: expected a int64_list, got a bytes_list"),
     ({"discounts": np.zeros(9, np.int64)}, " [discounts]: expected a float_list, got a int64 list"),
+    ({"unclipped_rewards": np.zeros(9, np.int64)},
+     " [unclipped_rewards]: expected a float_list, got a int64 list"),
+    ({"discounts": np.array([1, 1, 1, 1, 1, 1, 1, 0, 0], np.float32)},
+     " [discounts]: discount 0 (episode end) at step 7, before the last step 8"),
+    ({"observations": [png(ZERO)] * 3 + [b"\x89PNG\r\n\x1a\nbroken"] + [png(ZERO)] * 5},
+     " [observations[3]]: cannot decode image: "),
     ({"actions": None}, " [actions]: has 0 values but observations has 9"),
     ({"unclipped_rewards": np.zeros(8, np.float32)},
      " [unclipped_rewards]: has 8 values but observations has 9"),
@@ -601,3 +610,83 @@ def test_the_layout_is_told_from_the_first_readable_record(tmp_path):
     assert [u.param("layout") for u in src.units()] == ["episodes", "episodes"]
     src = open_source("rlu-atari", str(tmp_path / "root"), options={"layout": "transitions"})
     assert [u.key for u in src.units()] == ["Pong/run_1/bucket_00000-of-00001"]
+
+
+def test_damaged_episode_records_are_rejected_alone_naming_file_offset_and_task(tmp_path):
+    bad_reward = EPISODES[0]["rewards"].copy()
+    bad_reward[2] = np.nan
+    records = [episode_record(EPISODES[1], 0, 0), b"\xff\xff",
+               episode_record(EPISODES[0], 0, 1, unclipped_rewards=bad_reward),
+               episode_record(EPISODES[2], 0, 2)]
+    framed = [bytearray(frame_record(r)) for r in records]
+    framed[0][14] ^= 0x01  # a bad data CRC in record 0
+    path = tmp_path / "root" / "Pong" / "run_7-00003-of-00050"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(gzip.compress(b"".join(framed)))
+    offsets = np.cumsum([0] + [len(f) for f in framed]).tolist()
+    crc, junk, nan, good = read(str(tmp_path / "root"))
+    for i, bad in enumerate((crc, junk, nan)):
+        assert isinstance(bad, Rejected) and bad.kind == "episode" and bad.task == "Pong"
+        assert bad.location == f"{path} @ offset {offsets[i]} (record {i})"
+    assert crc.reason.startswith(f"{path} @ offset 0: record 0: bad data CRC")
+    assert junk.reason.startswith(f"{path} @ offset {offsets[1]}: not a valid tf.train.Example")
+    assert "non-finite value nan at step 2" in nan.reason
+    check_episode(good, EPISODES[2])
+
+
+def _retry_run(tmp_path, last_after: bytes) -> tuple[str, str, int]:
+    """Episode 9 with one frame re-encoded (so it is linked by pixels) and ``last_after`` as the
+    newest frame after its last step; returns the run folder, the shard and that record's
+    offset."""
+    eid, ep = 9, TEPS[9]
+    recs = transitions(ep, eid)
+    ex = Example.FromString(recs[2])
+    ex.features.feature["o_tp1"].bytes_list.value[3] = png(ep["frames"][3], compress_level=0)
+    recs[2] = ex.SerializeToString()
+    ex = Example.FromString(recs[-1])
+    ex.features.feature["o_tp1"].bytes_list.value[3] = last_after
+    recs[-1] = ex.SerializeToString()
+    root, _ = transition_run(tmp_path, [(eid, t, r) for t, r in enumerate(recs)], shards=1)
+    offset = sum(len(frame_record(r)) for r in recs[:-1])
+    return root, str(tmp_path / "root" / "Pong" / "run_2-00000-of-00001"), offset
+
+
+@pytest.mark.parametrize("after, reason", [
+    (b"\x89PNG\r\n\x1a\nbroken", " [o_tp1[3]]: cannot decode image: "),
+    (png(np.zeros((H, W, 3), np.uint8)), ": expected a grayscale frame, got shape (6, 5, 3)"),
+])
+def test_a_bad_frame_met_while_linking_by_pixels(tmp_path, after, reason):
+    root, shard, offset = _retry_run(tmp_path, after)
+    (bad,) = read(root)
+    run = str(tmp_path / "root" / "Pong")
+    assert isinstance(bad, Rejected)
+    assert bad.reason.startswith(
+        f"{run} [Pong/run_2/episode_9]: 1 unreadable transition(s), first: {shard} @ offset "
+        f"{offset} (record 5): {shard} @ offset {offset}{reason}"), bad.reason
+
+
+def test_a_bad_newest_frame_or_discount_in_the_transition_layout(tmp_path):
+    # every copy of step 1's frame (its own o_t[3], older slots of later stacks) made unreadable:
+    # the PNG bytes still link, and decoding the step's frame fails
+    recs = transitions(TEPS[6], 6)
+    frame1, broken = png(TEPS[6]["frames"][1]), b"\x89PNG\r\n\x1a\nbroken"
+    for t, rec in enumerate(recs):
+        ex = Example.FromString(rec)
+        for key in ("o_t", "o_tp1"):
+            stack = ex.features.feature[key].bytes_list.value
+            for i in range(4):
+                if stack[i] == frame1:
+                    stack[i] = broken
+        recs[t] = ex.SerializeToString()
+    root, _ = transition_run(tmp_path, [(6, t, r) for t, r in enumerate(recs)], shards=1)
+    shard = str(tmp_path / "root" / "Pong" / "run_2-00000-of-00001")
+    (bad,) = read(root)
+    offset = len(frame_record(recs[0]))
+    assert bad.reason.startswith(f"{shard} @ offset {offset} [o_t[3]]: cannot decode image: ")
+    recs = transitions(TEPS[6], 6)
+    ex = Example.FromString(recs[1])
+    ex.features.feature["d_t"].float_list.value[0] = 1.5
+    recs[1] = ex.SerializeToString()
+    root, _ = transition_run(tmp_path / "d", [(6, t, r) for t, r in enumerate(recs)], shards=1)
+    (bad,) = read(root)
+    assert bad.reason.startswith(f"{tmp_path / 'd' / 'root' / 'Pong'} [Pong/run_2/episode_6/d_t]: ")
