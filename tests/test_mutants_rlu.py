@@ -464,6 +464,7 @@ def test_broken_transitions_reject_their_episode_only(tmp_path):
     ("d_t", None, "[d_t]: expected exactly 1 value, got 0"),
     ("o_tp1", [b"x"] * 5, "[o_tp1]: expected 4 PNG frames, got 5"),
     ("o_t", np.array([3]), "[o_t]: expected a bytes_list, got a int64 list"),
+    ("o_tp1", np.array([3]), "[o_tp1]: expected a bytes_list, got a int64 list"),
 ])
 def test_a_transition_field_of_the_wrong_form(tmp_path, key, value, reason):
     recs = transitions(TEPS[6], 6)
@@ -634,35 +635,37 @@ def test_damaged_episode_records_are_rejected_alone_naming_file_offset_and_task(
     check_episode(good, EPISODES[2])
 
 
-def _retry_run(tmp_path, last_after: bytes) -> tuple[str, str, int]:
-    """Episode 9 with one frame re-encoded (so it is linked by pixels) and ``last_after`` as the
-    newest frame after its last step; returns the run folder, the shard and that record's
+def _retry_run(tmp_path, t: int, key: str, slot: int, blob: bytes) -> tuple[str, str, int]:
+    """Episode 9 with one frame re-encoded (so it is linked by pixels) and ``blob`` in slot
+    ``slot`` of transition t's ``key``; returns the run folder, the shard and that record's
     offset."""
     eid, ep = 9, TEPS[9]
     recs = transitions(ep, eid)
     ex = Example.FromString(recs[2])
     ex.features.feature["o_tp1"].bytes_list.value[3] = png(ep["frames"][3], compress_level=0)
     recs[2] = ex.SerializeToString()
-    ex = Example.FromString(recs[-1])
-    ex.features.feature["o_tp1"].bytes_list.value[3] = last_after
-    recs[-1] = ex.SerializeToString()
-    root, _ = transition_run(tmp_path, [(eid, t, r) for t, r in enumerate(recs)], shards=1)
-    offset = sum(len(frame_record(r)) for r in recs[:-1])
+    ex = Example.FromString(recs[t])
+    ex.features.feature[key].bytes_list.value[slot] = blob
+    recs[t] = ex.SerializeToString()
+    root, _ = transition_run(tmp_path, [(eid, i, r) for i, r in enumerate(recs)], shards=1)
+    offset = sum(len(frame_record(r)) for r in recs[:t % len(recs)])
     return root, str(tmp_path / "root" / "Pong" / "run_2-00000-of-00001"), offset
 
 
-@pytest.mark.parametrize("after, reason", [
-    (b"\x89PNG\r\n\x1a\nbroken", " [o_tp1[3]]: cannot decode image: "),
-    (png(np.zeros((H, W, 3), np.uint8)), ": expected a grayscale frame, got shape (6, 5, 3)"),
+@pytest.mark.parametrize("t, key, slot, blob, reason", [
+    (5, "o_tp1", 3, b"\x89PNG\r\n\x1a\nbroken", " [o_tp1[3]]: cannot decode image: "),
+    (5, "o_tp1", 3, png(np.zeros((H, W, 3), np.uint8)),
+     ": expected a grayscale frame, got shape (6, 5, 3)"),
+    (0, "o_t", 0, b"\x89PNG\r\n\x1a\nbroken", " [o_t[0]]: cannot decode image: "),
 ])
-def test_a_bad_frame_met_while_linking_by_pixels(tmp_path, after, reason):
-    root, shard, offset = _retry_run(tmp_path, after)
+def test_a_bad_frame_met_while_linking_by_pixels(tmp_path, t, key, slot, blob, reason):
+    root, shard, offset = _retry_run(tmp_path, t, key, slot, blob)
     (bad,) = read(root)
     run = str(tmp_path / "root" / "Pong")
     assert isinstance(bad, Rejected)
     assert bad.reason.startswith(
         f"{run} [Pong/run_2/episode_9]: 1 unreadable transition(s), first: {shard} @ offset "
-        f"{offset} (record 5): {shard} @ offset {offset}{reason}"), bad.reason
+        f"{offset} (record {t}): {shard} @ offset {offset}{reason}"), bad.reason
 
 
 def test_a_bad_newest_frame_or_discount_in_the_transition_layout(tmp_path):
@@ -690,3 +693,17 @@ def test_a_bad_newest_frame_or_discount_in_the_transition_layout(tmp_path):
     root, _ = transition_run(tmp_path / "d", [(6, t, r) for t, r in enumerate(recs)], shards=1)
     (bad,) = read(root)
     assert bad.reason.startswith(f"{tmp_path / 'd' / 'root' / 'Pong'} [Pong/run_2/episode_6/d_t]: ")
+
+
+def test_a_negative_action_is_keyed_and_rejected_with_its_episode(tmp_path):
+    recs = transitions(TEPS[6], 6)
+    ex = Example.FromString(recs[0])
+    ex.features.feature["a_t"].int64_list.value[0] = -1
+    recs[0] = ex.SerializeToString()
+    items = [(6, t, r) for t, r in enumerate(recs)] + [
+        (12, t, r) for t, r in enumerate(transitions(TEPS[12], 12))]
+    root, _ = transition_run(tmp_path, items, shards=1)
+    bad, good = sorted(read(root), key=lambda x: isinstance(x, Episode))
+    assert isinstance(bad, Rejected) and bad.kind == "episode"
+    assert "'actions'" in bad.reason and "discrete value -1 outside" in bad.reason
+    check_episode(good, TEPS[12])
