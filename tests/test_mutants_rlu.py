@@ -150,9 +150,11 @@ def test_episode_layout_reads_every_field(tmp_path):
 
 def test_episode_layout_templates_see_game_and_run(tmp_path):
     root = episode_file(tmp_path)
-    items = list(open_source("rlu-atari", root, task_template="{game}/{run}/{task}",
-                             agent_template="{agent}-{run}-{game}-{task}").read())
-    assert {(e.task, e.agent) for e in items} == {("Pong/7/Pong", "7-7-Pong-Pong")}
+    src = open_source("rlu-atari", root, task_template="{game}/{run}/{task}/{agent}",
+                      agent_template="{agent}-{run}-{game}-{task}")
+    items = list(src.read())
+    assert {(e.task, e.agent) for e in items} == {("Pong/7/Pong/7", "7-7-Pong-Pong")}
+    assert src.units()[0].param("task") == "Pong/7/Pong/7"
 
 
 def test_reward_key_option_and_clipped_only_files(tmp_path):
@@ -570,6 +572,7 @@ def test_shard_names_games_and_runs(tmp_path):
                                             "Qbert/run_1-00000-of-00002"]
     assert [u.param("shard") for u in src.units()] == [0, 1, 0, 0]
     assert [u.param("run") for u in src.units()] == [1, 1, 12, 1]
+    assert [u.index for u in src.units()] == [0, 1, 2, 3]
     src = open_source("rlu-atari", str(tmp_path / "root"), options={"runs": [12, 1],
                                                                      "games": ["Qbert"]})
     assert [u.key for u in src.units()] == ["Qbert/run_1-00000-of-00002"]
@@ -579,6 +582,12 @@ def test_shard_names_games_and_runs(tmp_path):
     assert str(e.value) == (f"{tmp_path / 'root'}: no RL Unplugged shard files (named "
                             "'{Game}/run_{R}-{i:05d}-of-{n:05d}') found for games ('Qbert',) and "
                             "runs [2, 3]")
+    for options, tail in (({"runs": [3]}, " and runs [3]"), ({"games": "Seaquest"},
+                                                             " for games ('Seaquest',)")):
+        with pytest.raises(SourceError) as e:
+            open_source("rlu-atari", str(tmp_path / "root"), options=options).units()
+        assert str(e.value) == (f"{tmp_path / 'root'}: no RL Unplugged shard files (named "
+                                "'{Game}/run_{R}-{i:05d}-of-{n:05d}') found" + tail)
     with pytest.raises(SourceError) as e:
         open_source("rlu-atari", str(tmp_path / "nowhere")).units()
     assert str(e.value) == f"{tmp_path / 'nowhere'}: no such file or folder"
@@ -707,3 +716,30 @@ def test_a_negative_action_is_keyed_and_rejected_with_its_episode(tmp_path):
     assert isinstance(bad, Rejected) and bad.kind == "episode"
     assert "'actions'" in bad.reason and "discrete value -1 outside" in bad.reason
     check_episode(good, TEPS[12])
+
+
+def test_an_unknown_layout_or_no_readable_record_is_one_error(tmp_path):
+    path = tmp_path / "root" / "Pong" / "run_1-00000-of-00001"
+    write(path, [b"\xff\xff", example(foo=np.array([1]), bar=[b"x"])])
+    with pytest.raises(SourceError) as e:
+        open_source("rlu-atari", str(tmp_path / "root")).units()
+    offset = len(frame_record(b"\xff\xff"))
+    assert str(e.value) == (f"{path} @ offset {offset}: neither the episode layout ('observations', "
+                            "'actions') nor the transition layout ('o_t', 'a_t'): keys are "
+                            "['bar', 'foo']")
+    write(path, [b"\xff\xff"])  # records that parse as no Example: no problem to name
+    with pytest.raises(SourceError) as e:
+        open_source("rlu-atari", str(tmp_path / "root")).units()
+    assert str(e.value) == (f"{tmp_path / 'root'}: no readable record to tell the layout from (set "
+                            "option 'layout')")
+
+
+def test_compression_and_record_size_options_reach_the_reader(tmp_path):
+    root = episode_file(tmp_path)
+    path = tmp_path / "root" / "Pong" / "run_7-00003-of-00050"
+    (bad,) = read(root, options={"layout": "episodes", "max_record_bytes": 10})
+    assert bad.kind == "unit" and str(path) in bad.message
+    assert "too large (limit 10)" in bad.reason
+    (bad,) = read(root, options={"layout": "episodes", "compression": "none"})
+    assert bad.kind == "unit" and "bad length CRC" in bad.reason
+    assert len(read(root, options={"compression": "gzip"})) == 3
