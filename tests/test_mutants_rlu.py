@@ -375,8 +375,9 @@ def test_two_runs_and_two_games_are_separate_units(tmp_path):
     assert [(e.task, e.agent) for e in items] == [("Breakout", "2"), ("Pong", "2"),
                                                   ("Pong", "10")]
     src = open_source("rlu-atari", str(tmp_path / "root"),
-                      options={"games": ["Pong"], "runs": [10]})
+                      options={"games": ["Pong"], "runs": [10]}, task_template="{game}-{run}")
     assert [u.key for u in src.units()] == ["Pong/run_10/bucket_00000-of-00001"]
+    assert src.units()[0].param("task") == "Pong-10"
 
 
 def test_differing_stored_returns_are_all_kept(tmp_path):
@@ -384,6 +385,9 @@ def test_differing_stored_returns_are_all_kept(tmp_path):
     recs = transitions(ep, 6)
     recs[1] = transitions(ep, 6, returns=4.0)[1]
     recs[2] = transitions(ep, 6, returns=-2.0)[2]
+    ex = Example.FromString(recs[0])
+    ex.features.feature["episode_return"].float_list.value.append(99.0)  # only the first counts
+    recs[0] = ex.SerializeToString()
     root, _ = transition_run(tmp_path, [(6, t, r) for t, r in enumerate(recs)], shards=1)
     (e,) = read(root)
     check_episode(e, ep)
@@ -706,9 +710,10 @@ def test_a_bad_newest_frame_or_discount_in_the_transition_layout(tmp_path):
 
 def test_a_negative_action_is_keyed_and_rejected_with_its_episode(tmp_path):
     recs = transitions(TEPS[6], 6)
-    ex = Example.FromString(recs[0])
-    ex.features.feature["a_t"].int64_list.value[0] = -1
-    recs[0] = ex.SerializeToString()
+    for t, key in ((1, "a_t"), (0, "a_tp1")):  # step 1's action, where both records hold it
+        ex = Example.FromString(recs[t])
+        ex.features.feature[key].int64_list.value[0] = -1
+        recs[t] = ex.SerializeToString()
     items = [(6, t, r) for t, r in enumerate(recs)] + [
         (12, t, r) for t, r in enumerate(transitions(TEPS[12], 12))]
     root, _ = transition_run(tmp_path, items, shards=1)
