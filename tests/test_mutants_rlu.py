@@ -719,6 +719,7 @@ def test_a_negative_action_is_keyed_and_rejected_with_its_episode(tmp_path):
     root, _ = transition_run(tmp_path, items, shards=1)
     bad, good = sorted(read(root), key=lambda x: isinstance(x, Episode))
     assert isinstance(bad, Rejected) and bad.kind == "episode"
+    assert bad.location == f"{tmp_path / 'root' / 'Pong'}: Pong run 2 episode_id 6 (3 transitions)"
     assert "'actions'" in bad.reason and "discrete value -1 outside" in bad.reason
     check_episode(good, TEPS[12])
 
@@ -748,3 +749,18 @@ def test_compression_and_record_size_options_reach_the_reader(tmp_path):
     (bad,) = read(root, options={"layout": "episodes", "compression": "none"})
     assert bad.kind == "unit" and "bad length CRC" in bad.reason
     assert len(read(root, options={"compression": "gzip"})) == 3
+
+
+def test_an_episode_whose_every_transition_is_broken_comes_first(tmp_path):
+    ex = Example.FromString(transitions(TEPS[12], 5)[0])
+    del ex.features.feature["o_t"].bytes_list.value[0]
+    items = [(5, 0, ex.SerializeToString())] + [
+        (eid, t, r) for eid in (12, 6) for t, r in enumerate(transitions(TEPS[eid], eid))]
+    root, where = transition_run(tmp_path, items, shards=1)
+    got = read(root)
+    assert [type(x) for x in got] == [Rejected, Episode, Episode]
+    assert got[0].location == f"{tmp_path / 'root' / 'Pong'}: Pong run 2 episode_id 5 (0 transitions)"
+    del where[5]
+    check_transitions(got[1:], where, eps={12: TEPS[12], 6: TEPS[6]},
+                      files=[str(tmp_path / "root" / "Pong" / "run_2-00000-of-00001")],
+                      uri=str(tmp_path / "root" / "Pong" / "run_2-00000-of-00001"))
