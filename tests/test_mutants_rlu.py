@@ -375,9 +375,11 @@ def test_two_runs_and_two_games_are_separate_units(tmp_path):
     assert [(e.task, e.agent) for e in items] == [("Breakout", "2"), ("Pong", "2"),
                                                   ("Pong", "10")]
     src = open_source("rlu-atari", str(tmp_path / "root"),
-                      options={"games": ["Pong"], "runs": [10]}, task_template="{game}-{run}")
+                      options={"games": ["Pong"], "runs": [10]}, task_template="{game}-{run}",
+                      agent_template="{task}:{agent}")
     assert [u.key for u in src.units()] == ["Pong/run_10/bucket_00000-of-00001"]
     assert src.units()[0].param("task") == "Pong-10"
+    assert [(e.task, e.agent) for e in src.read()] == [("Pong-10", "Pong:10")]
 
 
 def test_differing_stored_returns_are_all_kept(tmp_path):
@@ -681,11 +683,14 @@ def test_a_bad_frame_met_while_linking_by_pixels(tmp_path, t, key, slot, blob, r
         f"{offset} (record {t}): {shard} @ offset {offset}{reason}"), bad.reason
 
 
-def test_a_bad_newest_frame_or_discount_in_the_transition_layout(tmp_path):
+@pytest.mark.parametrize("bad, reason", [
+    (b"\x89PNG\r\n\x1a\nbroken", " [o_t[3]]: cannot decode image: "),
+    (png(np.zeros((H, W, 3), np.uint8)), ": expected a grayscale frame, got shape (6, 5, 3)")])
+def test_a_bad_newest_frame_or_discount_in_the_transition_layout(tmp_path, bad, reason):
     # every copy of step 1's frame (its own o_t[3], older slots of later stacks) made unreadable:
     # the PNG bytes still link, and decoding the step's frame fails
     recs = transitions(TEPS[6], 6)
-    frame1, broken = png(TEPS[6]["frames"][1]), b"\x89PNG\r\n\x1a\nbroken"
+    frame1, broken = png(TEPS[6]["frames"][1]), bad
     for t, rec in enumerate(recs):
         ex = Example.FromString(rec)
         for key in ("o_t", "o_tp1"):
@@ -698,7 +703,7 @@ def test_a_bad_newest_frame_or_discount_in_the_transition_layout(tmp_path):
     shard = str(tmp_path / "root" / "Pong" / "run_2-00000-of-00001")
     (bad,) = read(root)
     offset = len(frame_record(recs[0]))
-    assert bad.reason.startswith(f"{shard} @ offset {offset} [o_t[3]]: cannot decode image: ")
+    assert bad.reason.startswith(f"{shard} @ offset {offset}{reason}"), bad.reason
     recs = transitions(TEPS[6], 6)
     ex = Example.FromString(recs[1])
     ex.features.feature["d_t"].float_list.value[0] = 1.5
