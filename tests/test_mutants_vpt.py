@@ -222,7 +222,8 @@ def blend_by_hand(frame: np.ndarray, x0: int, y0: int) -> np.ndarray:
     (360, 640, 1270.0, 700.0, (635, 350)),  # clipped right and bottom
     (360, 640, -9.0, -13.0, (-4, -6)),  # clipped left and top (int() truncates toward 0)
     (360, 640, 1278.0, 0.0, (639, 0)),  # one column left
-    (360, 640, -30.0, 0.0, (-15, 0)),  # one column left at the other edge
+    (360, 640, -30.0, 0.0, (-15, 0)),  # one (transparent) column left at the other edge
+    (360, 640, 100.0, -30.0, (50, -15)),  # one row left at the top: the arrow's last row
 ])
 def test_the_cursor_blend_matches_the_pixels_worked_out_by_hand(h, w, x, y, corner) -> None:
     frame = np.full((h, w, 3), 77, np.uint8)
@@ -232,7 +233,7 @@ def test_the_cursor_blend_matches_the_pixels_worked_out_by_hand(h, w, x, y, corn
 
 
 @pytest.mark.parametrize("x, y", [(-32.0, 0.0), (1280.0, 0.0), (0.0, -32.0), (0.0, 720.0),
-                                  (1400.0, 800.0)])
+                                  (1400.0, 800.0), (-40.0, 0.0), (0.0, -40.0), (-60.0, -60.0)])
 def test_a_cursor_off_the_frame_draws_nothing(x, y) -> None:
     frame = np.full((360, 640, 3), 77, np.uint8)
     draw_cursor(frame, x, y)
@@ -282,6 +283,22 @@ def test_a_recording_becomes_one_episode_of_its_kept_lines(keep_null) -> None:
                          "recorder_version": "8.0", "lines": rec["lines"],
                          "null_dropped": 0 if keep_null else len(rec["null_lines"]),
                          "hotbar_fix": True, "null_input_lines": 0}
+
+
+def test_recordings_with_absent_files_are_skipped_naming_them() -> None:
+    src = open_source("vpt", str(VPT / "index.json"), dataset="demo-vpt")
+    got = {}
+    for unit in src.units():
+        if unit.key in TRUTH["index"]["missing"]:
+            (got[unit.key],) = src.read_unit(unit)
+    assert set(got) == set(TRUTH["index"]["missing"])
+    lynx = "7.6/hazy-cobalt-lynx-72223ab5a383-20220412-103003"
+    stem = lynx.split("/")[1]
+    r = got[lynx]
+    assert (r.kind, r.task, r.location) == ("missing", "early-game",
+                                            f"{VPT / 'data' / lynx} [{lynx}]")
+    assert r.reason == f"recording skipped, files absent: video ({stem}.mp4), actions ({stem}.jsonl)"
+    assert got["6.13/dapper-coral-stoat-fdec72129737-20220117-190542"].task == "free-play"
 
 
 def test_an_unversioned_folder_and_a_task_option(tmp_path) -> None:
