@@ -140,6 +140,18 @@ def test_the_hotbar_fix_after_the_null_test() -> None:
     ([rec_line(), {**rec_line(), "keyboard": {}}], "line 1", "no 'keyboard.keys' field"),
     ([rec_line(gui=True, x="1")], "line 0", "field 'mouse.x' must be int or float, got str"),
     ([rec_line(), "7"], "line 1", "a line must be a JSON object, got int"),
+    ([rec_line(), "[" * 100_000 + "]" * 100_000], "line 1", "not JSON this reader accepts: "
+     "nested too deeply"),
+    ([{"keyboard": {"keys": []}, "isGuiOpen": False, "hotbar": 0}], "line 0",
+     "no 'mouse.newButtons' field"),
+    ([{"mouse": rec_line()["mouse"], "isGuiOpen": False, "hotbar": 0}], "line 0",
+     "no 'keyboard.keys' field"),
+    ([{**rec_line(), "mouse": {"dx": 0, "dy": 0, "newButtons": []}}], "line 0",
+     "no 'mouse.buttons' field"),
+    ([{**rec_line(), "mouse": {**rec_line()["mouse"], "buttons": 0}}], "line 0",
+     "field 'mouse.buttons' must be list, got int"),
+    ([{**rec_line(gui=True), "mouse": {"dx": 0, "dy": 0, "buttons": [], "newButtons": [],
+                                       "x": 1.0}}], "line 0", "no 'mouse.y' field"),
     ([rec_line(), "{"], "line 1", "not JSON (Expecting property name enclosed in double quotes: "
      "line 1 column 2 (char 1))"),
 ])
@@ -163,10 +175,10 @@ def test_line_ends_and_empty_files() -> None:
 
 def test_null_mouse_or_keyboard_and_the_cursor_of_a_lost_mouse() -> None:
     gui = {**rec_line(gui=True), "mouse": None}
-    p = parse([gui, rec_line(gui=True, x=100.5, y=7.0), gui,
+    p = parse([gui, rec_line(gui=True, x=100.5, y=7.0), rec_line(gui=True, x=5.0, y=6.0), gui,
                {**rec_line(keys=["key.keyboard.w"]), "keyboard": None}])
-    assert p.null_input_lines == 3 and p.null.tolist() == [True, True, True, True]
-    assert p.cursors == [(0, 640.0, 360.0), (1, 100.5, 7.0), (2, 100.5, 7.0)]
+    assert p.null_input_lines == 3 and p.null.tolist() == [True] * 5
+    assert p.cursors == [(0, 640.0, 360.0), (1, 100.5, 7.0), (2, 5.0, 6.0), (3, 5.0, 6.0)]
     assert all(type(c[1]) is float and type(c[2]) is float for c in p.cursors)
     p = parse([rec_line(gui=True, x=3, y=4)])
     assert p.cursors == [(0, 3.0, 4.0)] and type(p.cursors[0][1]) is float
@@ -299,6 +311,32 @@ def test_recordings_with_absent_files_are_skipped_naming_them() -> None:
                                             f"{VPT / 'data' / lynx} [{lynx}]")
     assert r.reason == f"recording skipped, files absent: video ({stem}.mp4), actions ({stem}.jsonl)"
     assert got["6.13/dapper-coral-stoat-fdec72129737-20220117-190542"].task == "free-play"
+
+
+def copy_recording(tmp_path: Path, relpath: str = GUI) -> tuple[Path, Path]:
+    folder = tmp_path / relpath.split("/")[0]
+    folder.mkdir()
+    stem = relpath.split("/")[1]
+    for suffix in (".mp4", ".jsonl"):
+        shutil.copy(VPT / "data" / f"{relpath}{suffix}", folder / f"{stem}{suffix}")
+    return folder / f"{stem}.mp4", folder / f"{stem}.jsonl"
+
+
+def test_a_recording_refused_whole_names_its_task_and_file(tmp_path) -> None:
+    mp4, jsonl = copy_recording(tmp_path)
+    jsonl.write_text((json.dumps(rec_line()) + "\n") * 3)
+    (r,) = read(mp4.parent)[1]
+    assert (r.kind, r.task, r.location) == ("unit", "build-house", str(jsonl))
+    assert r.reason == ("every one of the 3 lines is a null step: nothing to keep (option "
+                        "keep_null keeps them)")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_an_episode_that_fails_validation_is_named_by_its_recording(tmp_path) -> None:
+    mp4, jsonl = copy_recording(tmp_path)
+    jsonl.write_text(json.dumps(rec_line(dx=1e300)) + "\n")  # finite, beyond float32
+    (r,) = read(mp4.parent)[1]
+    assert r.location.startswith(f"{mp4} [8.0/{mp4.stem}]")
 
 
 def test_an_unversioned_folder_and_a_task_option(tmp_path) -> None:
