@@ -190,6 +190,9 @@ def test_feature_types_the_fixtures_lack(tmp_path) -> None:
     assert w.dtype == np.float64 and w.reshape(-1).tolist() == wide[rows]
     assert ep.source["names"]["count"] == ["a", "b"] and ep.source["names"]["effort"] == ["e"]
     assert "flag" not in ep.source["names"] and "top" not in ep.source["names"]
+    assert (ep.source["episode_index"], ep.source["codebase_version"]) == (1, "v3.0")
+    assert set(ep.source) == {"uri", "episode_index", "codebase_version", "videos", "rewards",
+                              "names"}
 
 
 def png(array: np.ndarray, mode: str) -> bytes:
@@ -282,3 +285,23 @@ def test_more_frames_than_rows_in_a_shared_file(tmp_path) -> None:
     assert (r.location, r.reason) == (
         f"{video} [observation.images.front, episode 0]",
         "26 frames in [0.0000s, 0.8667s) but the episode has 24 rows")
+
+
+SMALL_FRONT = FIX / "v30_small_files/dataset/videos/observation.images.front/chunk-000/file-000.mp4"
+
+
+def test_frames_at_takes_the_nearest_frame_under_a_wide_tolerance() -> None:
+    from trajcorpus.sources.video import open_video
+
+    times = np.array([5, 0, 13, 2, 7]) / 15  # 15 fps, H.264 with B-frames
+    with open_video(str(SMALL_FRONT)) as video:
+        want, n = video.frames_at(times, 0.5 / 15)
+    for tolerance in (0.2, 0.5):
+        with open_video(str(SMALL_FRONT)) as video:
+            got, m = video.frames_at(times, tolerance, span=(0.0, 14 / 15))
+        assert np.array_equal(got, want) and m == 14, tolerance
+    with open_video(str(SMALL_FRONT)) as video:
+        empty, k = video.frames_at(np.array([]), 0.5 / 15)
+        assert empty.dtype == np.uint8 and empty.shape == (0, video.info.height,
+                                                           video.info.width, 3) and k == 0
+    assert n == 14  # the matched range [0, 13/15] holds 14 frames
