@@ -305,3 +305,21 @@ def test_frames_at_takes_the_nearest_frame_under_a_wide_tolerance() -> None:
         assert empty.dtype == np.uint8 and empty.shape == (0, video.info.height,
                                                            video.info.width, 3) and k == 0
     assert n == 14  # the matched range [0, 13/15] holds 14 frames
+
+
+def test_no_action_feature_and_an_integer_action(tmp_path) -> None:
+    root = copy(tmp_path, "v30_image")  # no next.reward, no next.done
+    edit_info(root, lambda info: info["features"].pop("action"))
+    eps, rej = read_all(root)
+    assert rej == [] and [e.length for e in eps] == [12, 20, 15]
+    for e in eps:
+        assert e.action_kind == "none" and e.actions.dtype == np.float32
+        assert e.actions.shape == (e.length, 0) and "actions" not in e.source["names"]
+        assert e.is_terminal is False and e.is_truncated is True
+    root = copy(tmp_path / "int", "v30_image")
+    acts = [[i, i + 1, 2, 3, 4, i % 5] for i in range(47)]
+    edit_table(root / DATA, lambda t: replace(t, "action", pa.array(acts, pa.list_(pa.int64(), 6))))
+    edit_info(root, lambda info: info["features"]["action"].update(dtype="int64"))
+    ep = read_all(root)[0][1]
+    assert ep.action_kind == "discrete" and ep.actions.dtype == np.int64
+    assert ep.actions.tolist() == acts[12:32]
