@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,27 @@ def read(uri, **options) -> list[Episode]:
     return sorted(out, key=lambda e: e.order)
 
 
-@pytest.fixture(scope="module")
+class _Episodes(dict):
+    """Name -> the set's episodes, each set read on first use."""
+
+    def __init__(self, fixtures: Path):
+        super().__init__()
+        self.fixtures = fixtures
+
+    def __missing__(self, name: str) -> list[Episode]:
+        self[name] = eps = read(root(self.fixtures, name))
+        return eps
+
+
+def _scope(fixture_name: str, config: pytest.Config) -> str:
+    """Once per module; but per test under mutmut (docs/mutation-testing.md), which maps each
+    function to the tests that reach it: with one read only the first test would."""
+    return "function" if "MUTANT_UNDER_TEST" in os.environ else "module"
+
+
+@pytest.fixture(scope=_scope)
 def episodes(fixtures) -> dict[str, list[Episode]]:
-    return {name: read(root(fixtures, name)) for name in SETS}
+    return _Episodes(fixtures)
 
 
 def check(eps: list[Episode], gt: dict) -> None:
