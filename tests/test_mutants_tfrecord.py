@@ -181,3 +181,10 @@ def test_an_empty_int64_list_is_int64_and_the_default_location():
 def test_varints_of_exactly_eleven_bytes_are_refused():
     with pytest.raises(ValueError, match="^varint longer than 10 bytes$"):
         tfrecord._decode_varints(memoryview(b"\x80" * 10 + b"\x01" + b"\x01" * 40))
+
+
+def test_a_feature_key_that_is_not_utf8_is_not_a_valid_example():
+    # feature.proto is proto3: string fields (the map's keys) must be UTF-8, as TensorFlow checks
+    with pytest.raises(SourceError) as e:
+        parse_example(example(b"\xffkey", ld(3, b"")), uri="f", offset=3)
+    assert str(e.value).startswith("f @ offset 3: not a valid tf.train.Example: ")
