@@ -1,8 +1,9 @@
 """TFRecord framing and Example parsing of ``sources/tfrecord.py`` at their edges: records above
 the 16 MiB read chunk, a length at the limit, a length with its top bit set, every framing
 error's exact text (plain and gzip), recovered records, packed lists whose length needs three
-varint bytes, empty int64 lists. Files are framed here by hand with ``google_crc32c`` (the
-format's masked CRC32C), Examples hand-encoded in protobuf's wire format; the ground truth is the
+varint bytes, empty int64 lists. Files are framed and Examples hand-encoded (protobuf's wire
+format) by the test-side encoders of ``adversarial/make_corpus.py`` (framing, with
+``google_crc32c``) and ``test_tfrecord.py`` (varints, fields); the ground truth is the
 bytes and values written. Written for issue 22's mutation testing (survivors of the first run).
 """
 
@@ -11,27 +12,19 @@ from __future__ import annotations
 import gzip
 import struct
 
-import google_crc32c
 import numpy as np
 import pytest
 
+from adversarial.make_corpus import frame, masked_crc
+from test_tfrecord import field, varint
 from trajcorpus.errors import SourceError
 from trajcorpus.sources import tfrecord
 from trajcorpus.sources.tfrecord import detect_compression, iter_records, parse_example
 
 
-def mcrc(data: bytes) -> int:
-    c = google_crc32c.value(data)
-    return ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def header(length: int) -> bytes:
-    raw = struct.pack("<Q", length)
-    return raw + struct.pack("<I", mcrc(raw))
-
-
-def frame(data: bytes) -> bytes:
-    return header(len(data)) + data + struct.pack("<I", mcrc(data))
+    """A record's 12-byte length header (length and its masked CRC) alone."""
+    return frame(b"", length=length)[:12]
 
 
 def put(tmp_path, data: bytes, gz: bool = False, name: str = "f.tfrecord") -> str:
@@ -40,17 +33,8 @@ def put(tmp_path, data: bytes, gz: bool = False, name: str = "f.tfrecord") -> st
     return str(p)
 
 
-def varint(x: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, x = x & 0x7F, x >> 7
-        out.append(b | (0x80 if x else 0))
-        if not x:
-            return bytes(out)
-
-
 def ld(number: int, payload: bytes) -> bytes:  # a length-delimited field
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
+    return field(number, 2, payload)
 
 
 def example(key: bytes, feature: bytes) -> bytes:
@@ -98,7 +82,7 @@ def test_bad_length_crc_text(tmp_path):
     with pytest.raises(SourceError) as e:
         list(iter_records(uri, compression="none"))
     assert str(e.value) == (f"{uri} @ offset 0: record 0: bad length CRC (stored 0x04030201, "
-                            f"computed 0x{mcrc(head[:8]):08x}): corrupt or not a TFRecord file")
+                            f"computed 0x{masked_crc(head[:8]):08x}): corrupt or not a TFRecord file")
 
 
 @pytest.mark.parametrize("gz, tail", [(False, " (0 bytes)"), (True, " in its gzip stream")])

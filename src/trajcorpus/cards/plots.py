@@ -45,22 +45,23 @@ def _figure(width: float, height: float, layout: str | None = "constrained"):
     return fig
 
 
-def _text_in(text: str, points: float = 9.0) -> float:
-    """Width of ``text`` in inches in the default font at ``points``."""
+def _tick_text_in(text: str) -> float:
+    """Width of ``text`` as a y tick label, in inches (the size the style in force gives)."""
+    import matplotlib as mpl
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextToPath
 
-    width, _, _ = TextToPath().get_text_width_height_descent(text, FontProperties(size=points),
-                                                             ismath=False)
+    size = FontProperties(size=mpl.rcParams["ytick.labelsize"])
+    width, _, _ = TextToPath().get_text_width_height_descent(text, size, ismath=False)
     return 1.1 * width / 72.0  # + 10%: Agg's hinted glyphs at 100 dpi come out a little wider
 
 
 def _ylabels_in(ax) -> float:
-    """Room left of ``ax`` for its y label and tick labels (at 9 points), in inches."""
+    """Room left of ``ax`` for its y label and tick labels, in inches."""
     lo, hi = sorted(ax.get_ylim())
     locs = [v for v in ax.yaxis.get_majorticklocs() if lo <= v <= hi]
     labels = ax.yaxis.get_major_formatter().format_ticks(locs) if locs else [""]
-    return 0.32 + max(_text_in(t) for t in labels)
+    return 0.32 + max(_tick_text_in(t) for t in labels)
 
 
 def _place(fig, axes: Sequence, left: float, right: float, top: float, bottom: float,
@@ -191,7 +192,7 @@ def token_mix_png(config: str, audits: Mapping[str, TaskAudit]):
     ax.set_title(f"{config}: token mix by modality", loc="left")
     fig.legend(*ax.get_legend_handles_labels(), ncols=len(names), loc="lower center",
                bbox_to_anchor=(0.5, 0.0), fontsize=7, frameon=False)
-    _place(fig, (ax,), left=0.2 + max((_text_in(t) for t in labels), default=0.0), right=0.15,
+    _place(fig, (ax,), left=0.2 + max((_tick_text_in(t) for t in labels), default=0.0), right=0.15,
            top=0.3, bottom=0.75)
     return fig
 

@@ -48,6 +48,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from .. import fs
 from ..errors import TrajcorpusError
+from .runners import default_workers
 
 __all__ = ["JobDaskRunner", "MallocTuning", "QUIET_WORKERS", "check_shared_path", "local_cluster"]
 
@@ -335,8 +336,6 @@ class JobDaskRunner(DaskRunner):
             bag_kwargs = {"npartitions": int(self.npartitions)}
         cluster = None
         if not dask_options.get("address") and not dask_options.get("scheduler_file"):
-            from .runners import default_workers
-
             cluster = local_cluster(default_workers(self.npartitions))
             dask_options["address"] = cluster.scheduler_address
         try:

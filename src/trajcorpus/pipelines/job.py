@@ -258,7 +258,7 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
                               "pass --input URI")
     fs.check_input(uri)
     read_options = reader_options(entry, uri, input_uri is not None, options)
-    options_ = pipeline_options(runner, beam_args)
+    options_ = pipeline_options(runner, beam_args)  # the flags, checked before any input is read
     job_options = options_.view_as(TrajcorpusOptions)
     dry_run = bool(options_.view_as(TestOptions).dry_run)
     output = output.rstrip("/") if len(output) > 1 else output
@@ -286,8 +286,7 @@ def run_dataset(*, catalog: str, dataset: str, output: str, input_uri: str | Non
     if rewardless and entry.filter.enabled:  # a reader that knows its episodes have no rewards
         raise TrajcorpusError(entry.id, f"{rewardless}: the best-return filter cannot rank its "
                               "episodes; set filter: {enabled: false} in its catalog entry")
-    if runner == "DirectRunner":  # its default worker count follows the units
-        options_ = pipeline_options(runner, beam_args, len(units))
+    options_ = pipeline_options(runner, beam_args, len(units))  # worker count by the units
     spec = dataclasses.replace(source_spec, num_units=len(units),
                                references=task_references(source_spec.entry, entry.kind, units),
                                lineage_root=lineage_root(uri))
